@@ -1,0 +1,57 @@
+"""Packaging for keras-circle: Circle loss and deep metric learning for Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+
+# Exact versions of the heavy stack live in constraints.txt; these are the
+# ranges the code is written against.
+setup(
+    name="keras-circle",
+    version="0.1.0",
+    description="Paper-exact Circle loss (Sun et al., CVPR 2020) for Keras 3, "
+    "from training to serving.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_circle", "keras_circle.*"]),
+    package_data={"keras_circle": ["data/*.npz", "data/*.json"]},
+    include_package_data=True,
+    install_requires=[
+        "keras>=3.7",
+        "numpy>=1.26",
+        "tensorflow-cpu>=2.16",
+        "matplotlib>=3.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
+        "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
+        "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "psutil>=5.9",
+            "ruff>=0.6",
+            "scikit-learn>=1.4",
+            "pillow>=10",
+        ],
+        "all": [
+            "tf2onnx>=1.16",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "tensorflow-datasets>=4.9",
+            "importlib_resources>=6",
+        ],
+    },
+    entry_points={"console_scripts": ["keras-circle=keras_circle.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Keras",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

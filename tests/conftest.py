@@ -1,0 +1,39 @@
+"""Test set-up shared by the whole suite.
+
+TensorFlow's CPU is split into two logical devices before anything creates a
+tensor, so that `tf.distribute.MirroredStrategy()` runs two real replicas on a
+CPU-only machine (DESIGN.md section 5).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _clean_keras_state():
+    """Every test starts from float32, a clear session and fixed seeds."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
