@@ -1,0 +1,402 @@
+"""The losses the paper compares Circle loss against, in the same API.
+
+Class-level (on `CosineProxies` output): AM-Softmax/CosFace and ArcFace.
+Pair-wise (on embeddings): the unified pair loss of Eq. 1 and the triplet loss
+with batch-hard or semi-hard mining, the Keras 3 home for users of
+`tfa.losses.TripletSemiHardLoss` (tensorflow-addons is end of life).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_circle import _checks
+from keras_circle import similarity
+from keras_circle.losses.base import IntegerLabelLoss
+from keras_circle.losses.class_level import margin_softmax_loss
+from keras_circle.losses.pairwise import pair_softplus_loss
+
+
+def _am_softmax_logits(gamma, margin):
+    def logits_fn(s):
+        return gamma * (s - margin), gamma * s
+
+    return logits_fn
+
+
+def _arcface_logits(gamma, margin):
+    cos_m, sin_m = math.cos(margin), math.sin(margin)
+    # Past theta = pi - m, cos(theta + m) stops decreasing in theta; the usual
+    # fix (Deng et al. 2019) continues with a linear penalty there.
+    threshold = math.cos(math.pi - margin)
+    linear_penalty = math.sin(math.pi - margin) * margin
+
+    def logits_fn(s):
+        sine = ops.sqrt(ops.maximum(1.0 - ops.square(s), 1e-12))
+        target = ops.where(s > threshold, s * cos_m - sine * sin_m, s - linear_penalty)
+        return gamma * target, gamma * s
+
+    return logits_fn
+
+
+def am_softmax_loss(labels, cosine, *, gamma=30.0, margin=0.35):
+    """AM-Softmax / CosFace per sample: softmax over `gamma * (s - m * onehot)`.
+
+    Eq. 1 of the Circle paper with class-level labels (Eq. 2); `margin=0` is
+    NormFace. Returns float32 `(batch_size,)`.
+    """
+    labels = _checks.integer_labels(labels, "labels")
+    return margin_softmax_loss(
+        labels, cosine, _am_softmax_logits(_checks.check_gamma(gamma), margin)
+    )
+
+
+def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
+    """ArcFace per sample: softmax over `gamma * cos(theta + m)` for the target.
+
+    Returns float32 `(batch_size,)`.
+    """
+    labels = _checks.integer_labels(labels, "labels")
+    return margin_softmax_loss(
+        labels,
+        cosine,
+        _arcface_logits(
+            _checks.check_gamma(gamma), _checks.check_margin(margin, upper=math.pi / 2)
+        ),
+    )
+
+
+def _unified_logits(gamma, margin):
+    def logits_fn(s):
+        return -gamma * s, gamma * (s + margin)
+
+    return logits_fn
+
+
+def unified_pair_loss(labels, embeddings, *, gamma=80.0, margin=0.4):
+    """The unified loss of Eq. 1 with pair-wise labels, per anchor.
+
+    `log(1 + sum_i sum_j exp(gamma * (s_n^j - s_p^i + m)))`; as `gamma` grows,
+    `1 / gamma` times it tends to the triplet loss with hard mining (Eq. 3).
+    Returns float32 `(batch_size,)`.
+    """
+    labels = _checks.integer_labels(labels, "labels")
+    embeddings = _checks.float_matrix(embeddings, "embeddings")
+    _checks.same_batch(labels, embeddings, "labels", "embeddings")
+    losses, _ = pair_softplus_loss(
+        labels, embeddings, _unified_logits(_checks.check_gamma(gamma), margin)
+    )
+    return losses
+
+
+_DISTANCES = ("l2", "squared_l2", "angular")
+_MININGS = ("semi_hard", "batch_hard")
+
+
+def pairwise_distances(embeddings, distance="l2"):
+    """Distances `(batch, batch)`: `"l2"`, `"squared_l2"` or `"angular"` (1 - cos)."""
+    if distance == "angular":
+        e = similarity.l2_normalize(embeddings)
+        return 1.0 - ops.matmul(e, ops.transpose(e))
+    sq = ops.sum(ops.square(embeddings), axis=1)
+    d2 = ops.expand_dims(sq, 1) + ops.expand_dims(sq, 0)
+    d2 = ops.maximum(d2 - 2.0 * ops.matmul(embeddings, ops.transpose(embeddings)), 0.0)
+    if distance == "squared_l2":
+        return d2
+    # sqrt has an infinite gradient at 0 (the diagonal): route zeros around it.
+    zero = ops.equal(d2, 0.0)
+    return ops.where(zero, 0.0, ops.sqrt(ops.where(zero, 1.0, d2)))
+
+
+def _triplet_per_sample(labels, embeddings, margin, mining, distance, l2_normalize):
+    embeddings = _checks.float_matrix(embeddings, "embeddings")
+    _checks.same_batch(labels, embeddings, "labels", "embeddings")
+    if l2_normalize:
+        embeddings = similarity.l2_normalize(embeddings)
+    d = pairwise_distances(embeddings, distance)
+    self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+    positive, negative = similarity.pair_masks(labels, labels, self_index)
+    has_p, has_n = ops.any(positive, axis=1), ops.any(negative, axis=1)
+    valid = ops.logical_and(has_p, has_n)
+    big = ops.max(d) + 1.0
+    if mining == "batch_hard":
+        # Hermans et al. 2017: hardest positive against hardest negative.
+        hardest_p = ops.max(ops.where(positive, d, 0.0), axis=1)
+        hardest_n = ops.min(ops.where(negative, d, big), axis=1)
+        losses = ops.relu(hardest_p - hardest_n + margin)
+    else:
+        # Schroff et al. 2015 (FaceNet), as tfa.losses.TripletSemiHardLoss: for
+        # each positive pair (a, p) the closest negative farther than p, else
+        # the farthest negative. O(batch**3) booleans.
+        d_ap = ops.expand_dims(d, 2)  # [a, p, 1]
+        d_an = ops.expand_dims(d, 1)  # [a, 1, n]
+        farther = ops.logical_and(ops.expand_dims(negative, 1), d_an > d_ap)
+        semi_hard = ops.min(ops.where(farther, d_an, big), axis=2)
+        farthest = ops.max(ops.where(negative, d, -big), axis=1, keepdims=True)
+        chosen = ops.where(ops.any(farther, axis=2), semi_hard, farthest)
+        hinge = ops.where(positive, ops.relu(d - chosen + margin), 0.0)
+        count = ops.maximum(ops.sum(ops.cast(positive, "float32"), axis=1), 1.0)
+        losses = ops.sum(hinge, axis=1) / count
+    return ops.where(valid, losses, 0.0), valid
+
+
+def triplet_loss(
+    labels,
+    embeddings,
+    *,
+    margin=1.0,
+    mining="semi_hard",
+    distance="l2",
+    l2_normalize=False,
+):
+    """Triplet loss with in-batch mining, per anchor (mean over its positives).
+
+    Args:
+        labels: Integer labels `(batch_size,)`.
+        embeddings: `(batch_size, dim)`.
+        margin: Hinge margin. Defaults to `1.0` (as tfa's TripletSemiHardLoss).
+        mining: `"semi_hard"` (FaceNet) or `"batch_hard"` (Hermans et al.).
+            Defaults to `"semi_hard"`.
+        distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
+        l2_normalize: Normalise embeddings first. Defaults to `False`.
+
+    Returns:
+        Float32 tensor `(batch_size,)`; 0 for anchors without a positive or a
+        negative.
+    """
+    _check_triplet_options(mining, distance, margin)
+    labels = _checks.integer_labels(labels, "labels")
+    losses, _ = _triplet_per_sample(
+        labels, embeddings, margin, mining, distance, l2_normalize
+    )
+    return losses
+
+
+def _check_triplet_options(mining, distance, margin):
+    if mining not in _MININGS:
+        raise ValueError(f"`mining` must be one of {_MININGS}; received {mining!r}.")
+    if distance not in _DISTANCES:
+        raise ValueError(
+            f"`distance` must be one of {_DISTANCES}; received {distance!r}."
+        )
+    if not isinstance(margin, (int, float)) or margin < 0:
+        raise ValueError(f"`margin` must be a number >= 0; received {margin!r}.")
+
+
+class _GammaMarginLoss(IntegerLabelLoss):
+    """A baseline loss configured by `gamma` and `margin` only."""
+
+    def __init__(self, gamma, margin, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma = _checks.check_gamma(gamma)
+        self.margin = float(margin)
+
+    def _hyperparameters(self):
+        return {"gamma": self.gamma, "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class AMSoftmaxLoss(_GammaMarginLoss):
+    """AM-Softmax / CosFace on `CosineProxies` output (Wang et al. 2018).
+
+    Softmax cross-entropy over `gamma * (s - margin)` for the target class and
+    `gamma * s` for the others: Eq. 1 of the Circle paper with class-level
+    labels. Labels stay integers; float32 computation.
+
+    Args:
+        gamma: Scale `s`. Defaults to `30.0` (AM-Softmax; CosFace uses 64).
+        margin: Additive cosine margin. Defaults to `0.35`.
+        reduction: Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"am_softmax_loss"`.
+        dtype: Computation stays float32. Defaults to `None`.
+
+    Example:
+
+    ```python
+    trainer.compile(optimizer="sgd", loss=keras_circle.AMSoftmaxLoss())
+    ```
+
+    Reference:
+        Wang et al., "Additive Margin Softmax for Face Verification", 2018;
+        Wang et al., "CosFace", CVPR 2018.
+    """
+
+    def __init__(
+        self,
+        gamma=30.0,
+        margin=0.35,
+        reduction="sum_over_batch_size",
+        name="am_softmax_loss",
+        dtype=None,
+    ):
+        super().__init__(gamma, _checks.check_margin(margin), reduction, name, dtype)
+
+    def per_sample(self, labels, y_pred):
+        losses = margin_softmax_loss(
+            labels,
+            y_pred,
+            _am_softmax_logits(self.gamma, self.margin),
+            ("y_true", "y_pred"),
+        )
+        return losses, ops.ones_like(losses, dtype="bool")
+
+
+CosFaceLoss = AMSoftmaxLoss
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class ArcFaceLoss(_GammaMarginLoss):
+    """ArcFace on `CosineProxies` output (Deng et al., CVPR 2019).
+
+    Softmax cross-entropy over `gamma * cos(theta_y + margin)` for the target
+    class and `gamma * cos(theta_j)` for the others, with the usual linear
+    continuation once `theta_y + margin` passes pi.
+
+    Args:
+        gamma: Scale `s`. Defaults to `64.0`.
+        margin: Additive angular margin in radians. Defaults to `0.5`.
+        reduction: Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"arcface_loss"`.
+        dtype: Computation stays float32. Defaults to `None`.
+
+    Example:
+
+    ```python
+    trainer.compile(optimizer="sgd", loss=keras_circle.ArcFaceLoss())
+    ```
+
+    Reference:
+        Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
+        Recognition", CVPR 2019.
+    """
+
+    def __init__(
+        self,
+        gamma=64.0,
+        margin=0.5,
+        reduction="sum_over_batch_size",
+        name="arcface_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            gamma,
+            _checks.check_margin(margin, upper=math.pi / 2),
+            reduction,
+            name,
+            dtype,
+        )
+
+    def per_sample(self, labels, y_pred):
+        losses = margin_softmax_loss(
+            labels,
+            y_pred,
+            _arcface_logits(self.gamma, self.margin),
+            ("y_true", "y_pred"),
+        )
+        return losses, ops.ones_like(losses, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class UnifiedPairLoss(_GammaMarginLoss):
+    """The unified pair loss of Eq. 1 (Sun et al. 2020) on embeddings.
+
+    `log(1 + sum_i sum_j exp(gamma * (s_n^j - s_p^i + m)))` per anchor, same
+    masks and reduction as `CircleLoss` (mean over anchors that have a positive
+    and a negative).
+
+    Args:
+        gamma: Scale factor. Defaults to `80.0`.
+        margin: Margin `m`. Defaults to `0.4`.
+        reduction: Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"unified_pair_loss"`.
+        dtype: Computation stays float32. Defaults to `None`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_circle.UnifiedPairLoss())
+    ```
+
+    Reference:
+        Sun et al., "Circle Loss", CVPR 2020, Eq. 1.
+    """
+
+    def __init__(
+        self,
+        gamma=80.0,
+        margin=0.4,
+        reduction="sum_over_batch_size",
+        name="unified_pair_loss",
+        dtype=None,
+    ):
+        super().__init__(gamma, _checks.check_margin(margin), reduction, name, dtype)
+
+    def per_sample(self, labels, y_pred):
+        y_pred = _checks.float_matrix(y_pred)
+        _checks.same_batch(labels, y_pred)
+        return pair_softplus_loss(
+            labels, y_pred, _unified_logits(self.gamma, self.margin)
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class TripletLoss(IntegerLabelLoss):
+    """Triplet loss with batch-hard or semi-hard mining (Keras 3, integer labels).
+
+    A drop-in home for `tfa.losses.TripletSemiHardLoss` users: the defaults
+    (`margin=1.0`, `mining="semi_hard"`, `distance="l2"`, no normalisation)
+    follow it. Per anchor, the hinge `relu(d_ap - d_an + margin)` is averaged
+    over the anchor's positives; the reduction averages over anchors with a
+    positive and a negative. With P x K batches (every anchor has K - 1
+    positives) this equals tfa's mean over all positive pairs.
+
+    Args:
+        margin: Defaults to `1.0`.
+        mining: `"semi_hard"` or `"batch_hard"`. Defaults to `"semi_hard"`.
+        distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
+        l2_normalize: Normalise embeddings first. Defaults to `False`.
+        reduction: Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"triplet_loss"`.
+        dtype: Computation stays float32. Defaults to `None`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_circle.TripletLoss())
+    ```
+
+    Reference:
+        Schroff et al., "FaceNet", CVPR 2015; Hermans et al., "In Defense of
+        the Triplet Loss for Person Re-Identification", 2017.
+    """
+
+    def __init__(
+        self,
+        margin=1.0,
+        mining="semi_hard",
+        distance="l2",
+        l2_normalize=False,
+        reduction="sum_over_batch_size",
+        name="triplet_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_triplet_options(mining, distance, margin)
+        self.margin = float(margin)
+        self.mining = mining
+        self.distance = distance
+        self.l2_normalize = bool(l2_normalize)
+
+    def per_sample(self, labels, y_pred):
+        return _triplet_per_sample(
+            labels, y_pred, self.margin, self.mining, self.distance, self.l2_normalize
+        )
+
+    def _hyperparameters(self):
+        return {
+            "margin": self.margin,
+            "mining": self.mining,
+            "distance": self.distance,
+            "l2_normalize": self.l2_normalize,
+        }

@@ -1,0 +1,152 @@
+"""Circle loss with class-level labels (K = 1: a softmax over reweighted cosines)."""
+
+import keras
+from keras import ops
+
+from keras_circle import _checks
+from keras_circle.losses.base import IntegerLabelLoss
+from keras_circle.losses.pairwise import circle_pair_logits
+
+
+def margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):
+    """Softmax cross-entropy over logits built from class cosines.
+
+    The shared body of every class-level loss (Circle, AM-Softmax/CosFace,
+    ArcFace): `logits_fn(s)` returns `(target_logits, other_logits)`, the logit
+    each entry would have as the sample's own class and as another class.
+
+    Returns:
+        Float32 tensor `(batch_size,)`.
+    """
+    s = _checks.float_matrix(cosine, names[1], "(batch_size, num_classes)")
+    _checks.same_batch(labels, s, *names)
+    num_classes = s.shape[-1]
+    if num_classes is None:
+        num_classes = ops.shape(s)[-1]
+    _checks.labels_in_range(labels, num_classes, names[0])
+    classes = ops.arange(num_classes, dtype=labels.dtype)
+    target = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
+    target_logits, other_logits = logits_fn(s)
+    logits = ops.where(target, target_logits, other_logits)
+    picked = ops.sum(ops.where(target, logits, ops.zeros_like(logits)), axis=-1)
+    return ops.logsumexp(logits, axis=-1) - picked
+
+
+def _circle_class_logits(gamma, margin, stop_alpha_gradient):
+    def logits_fn(s):
+        logit_p, logit_n = circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
+        # As the target the logit enters the softmax with a plus sign.
+        return -logit_p, logit_n
+
+    return logits_fn
+
+
+def class_circle_loss(
+    labels, cosine, *, gamma=256.0, margin=0.25, stop_alpha_gradient=True
+):
+    """Circle loss with class-level labels, one value per sample.
+
+    With one positive (the sample's class proxy) Eq. 6 is a softmax
+    cross-entropy over the reweighted logits `gamma * alpha_p * (s_p - delta_p)`
+    for the target class and `gamma * alpha_n * (s_n - delta_n)` for the others.
+
+    Args:
+        labels: Integer class ids in `[0, num_classes)`, `(batch_size,)` or
+            `(batch_size, 1)`.
+        cosine: Cosine similarities to the class proxies,
+            `(batch_size, num_classes)`, e.g. from `keras_circle.CosineProxies`.
+        gamma: Scale factor. Defaults to `256.0`.
+        margin: Relaxation margin `m`. Defaults to `0.25`.
+        stop_alpha_gradient: Treat `alpha_p`, `alpha_n` as constants in the
+            backward pass (Eq. 9/10). Defaults to `True`.
+
+    Returns:
+        Float32 tensor `(batch_size,)`.
+    """
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels = _checks.integer_labels(labels, "labels")
+    return margin_softmax_loss(
+        labels, cosine, _circle_class_logits(gamma, margin, stop_alpha_gradient)
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class ClassCircleLoss(IntegerLabelLoss):
+    """Circle loss for class-level labels (Sun et al., CVPR 2020, section 3.1).
+
+    Takes the cosines between each embedding and one proxy per class (the
+    output of `keras_circle.CosineProxies`) and integer class ids. The target
+    class is the single positive, every other class a negative; each cosine is
+    reweighted by its distance to its optimum as in the pair-wise form.
+
+    What the code decides:
+
+    - `alpha_p`, `alpha_n` are constants for back-propagation (Eq. 9/10);
+      `stop_alpha_gradient=False` keeps their gradient.
+    - Labels stay integers and must lie in `[0, num_classes)`: anything else is
+      an error, never a silent loss.
+    - Computation is float32 whatever the dtype policy; the reduced loss is the
+      mean over the batch, in float32.
+
+    Formula:
+
+    ```python
+    target_logit = gamma * relu(1 + m - s_p) * (s_p - (1 - m))
+    other_logits = gamma * relu(s_n + m) * (s_n - m)
+    loss = logsumexp([target_logit, *other_logits]) - target_logit
+    ```
+
+    Args:
+        gamma: Scale factor. Defaults to `256.0` (the paper's face
+            recognition setting; 128 for person re-identification).
+        margin: Relaxation margin `m` in `[0, 1)`. Defaults to `0.25`.
+        stop_alpha_gradient: Defaults to `True`.
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"class_circle_loss"`.
+        dtype: Accepted for Keras compatibility; computation stays float32.
+            Defaults to `None`.
+
+    Example:
+
+    ```python
+    embeddings = embedder(images)
+    cosine = keras_circle.CosineProxies(num_classes)(embeddings)
+    trainer = keras.Model(images, cosine)
+    trainer.compile(optimizer="sgd", loss=keras_circle.ClassCircleLoss())
+    ```
+
+    Reference:
+        Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+        Optimization", CVPR 2020 (arXiv 2002.10857).
+    """
+
+    def __init__(
+        self,
+        gamma=256.0,
+        margin=0.25,
+        stop_alpha_gradient=True,
+        reduction="sum_over_batch_size",
+        name="class_circle_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma = _checks.check_gamma(gamma)
+        self.margin = _checks.check_margin(margin)
+        self.stop_alpha_gradient = bool(stop_alpha_gradient)
+
+    def per_sample(self, labels, y_pred):
+        losses = margin_softmax_loss(
+            labels,
+            y_pred,
+            _circle_class_logits(self.gamma, self.margin, self.stop_alpha_gradient),
+            names=("y_true", "y_pred"),
+        )
+        return losses, ops.ones_like(losses, dtype="bool")
+
+    def _hyperparameters(self):
+        return {
+            "gamma": self.gamma,
+            "margin": self.margin,
+            "stop_alpha_gradient": self.stop_alpha_gradient,
+        }

@@ -1,0 +1,205 @@
+"""Circle loss with pair-wise labels (the paper's Eq. 6 over a batch)."""
+
+import keras
+from keras import ops
+
+from keras_circle import _checks
+from keras_circle import similarity
+from keras_circle.losses.base import IntegerLabelLoss
+
+
+def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
+    """The reweighted logits of Eq. 6 for positive and negative scores.
+
+    Returns `(logit_p, logit_n)`, each with the shape of `s`: the logit an
+    entry would have as a positive, `-gamma * alpha_p * (s - delta_p)`, and as a
+    negative, `gamma * alpha_n * (s - delta_n)`.
+    """
+    # Eq. 5 with the simplification of section 3.2.
+    optimum_p, optimum_n = 1.0 + margin, -margin
+    delta_p, delta_n = 1.0 - margin, margin
+    alpha_p = ops.relu(optimum_p - s)
+    alpha_n = ops.relu(s - optimum_n)
+    if stop_alpha_gradient:
+        # The weights are constants for back-propagation: Eq. 9/10 hold.
+        alpha_p = ops.stop_gradient(alpha_p)
+        alpha_n = ops.stop_gradient(alpha_n)
+    logit_p = -gamma * alpha_p * (s - delta_p)
+    logit_n = gamma * alpha_n * (s - delta_n)
+    return logit_p, logit_n
+
+
+def pair_softplus_loss(
+    labels, embeddings, logits_fn, ref_labels=None, ref_embeddings=None, self_index=None
+):
+    """`softplus(LSE_n + LSE_p)` per anchor over its own positives and negatives.
+
+    The shared body of every pair-wise loss of the unified form (Eq. 1, Eq. 6):
+    `log(1 + sum_j exp(logit_n^j) * sum_i exp(logit_p^i))`, each log-sum-exp
+    over its own masked set with its own maximum.
+
+    Args:
+        labels: Integer labels of the anchors, `(batch_size,)`.
+        embeddings: Anchor embeddings, `(batch_size, dim)`, any scale.
+        logits_fn: Maps the similarity matrix to `(logit_p, logit_n)`.
+        ref_labels, ref_embeddings: The references the anchors are compared
+            with. Defaults to the anchors themselves.
+        self_index: Column of each anchor among the references (its self-pair,
+            never a pair). Defaults to `arange(batch_size)` when the references
+            default to the anchors, else no self-pair.
+
+    Returns:
+        `(losses, valid)`: per-anchor losses `(batch_size,)` (0 where invalid)
+        and a bool telling which anchors have a positive and a negative.
+    """
+    embeddings = similarity.l2_normalize(ops.cast(embeddings, "float32"))
+    if ref_embeddings is None:
+        ref_labels, ref_embeddings = labels, embeddings
+        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+    else:
+        ref_embeddings = similarity.l2_normalize(ops.cast(ref_embeddings, "float32"))
+    s = ops.matmul(embeddings, ops.transpose(ref_embeddings))
+    positive, negative = similarity.pair_masks(labels, ref_labels, self_index)
+    logit_p, logit_n = logits_fn(s)
+    lse_p, has_p = similarity.masked_logsumexp(logit_p, positive)
+    lse_n, has_n = similarity.masked_logsumexp(logit_n, negative)
+    valid = ops.logical_and(has_p, has_n)
+    inner = ops.where(valid, lse_p + lse_n, ops.zeros_like(lse_p))
+    return ops.where(valid, ops.softplus(inner), ops.zeros_like(inner)), valid
+
+
+def _circle_per_sample(
+    labels,
+    embeddings,
+    gamma,
+    margin,
+    stop_alpha_gradient,
+    names=("labels", "embeddings"),
+):
+    embeddings = _checks.float_matrix(embeddings, names[1])
+    _checks.same_batch(labels, embeddings, *names)
+
+    def logits_fn(s):
+        return circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
+
+    return pair_softplus_loss(labels, embeddings, logits_fn)
+
+
+def pairwise_circle_loss(
+    labels, embeddings, *, gamma=80.0, margin=0.4, stop_alpha_gradient=True
+):
+    """Circle loss with pair-wise labels, one value per anchor.
+
+    Every other sample of the batch is a positive (same label) or a negative
+    (different label) of each anchor; the self-pair is never a pair. Anchors
+    without a positive or without a negative get 0.
+
+    Args:
+        labels: Integer labels, `(batch_size,)` or `(batch_size, 1)`.
+        embeddings: `(batch_size, dim)`, L2-normalised here.
+        gamma: Scale factor. Defaults to `80.0`.
+        margin: Relaxation margin `m`. Defaults to `0.4`.
+        stop_alpha_gradient: Treat `alpha_p`, `alpha_n` as constants in the
+            backward pass (the paper's Eq. 9/10). Defaults to `True`.
+
+    Returns:
+        Float32 tensor `(batch_size,)`.
+    """
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels = _checks.integer_labels(labels, "labels")
+    losses, _ = _circle_per_sample(
+        labels, embeddings, gamma, margin, stop_alpha_gradient
+    )
+    return losses
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class CircleLoss(IntegerLabelLoss):
+    """Circle loss for pair-wise labels (Sun et al., CVPR 2020, Eq. 6).
+
+    Each sample of the batch is an anchor; every other sample with the same
+    label is one of its positives (similarity `s_p`), every sample with another
+    label one of its negatives (`s_n`). Similarities are cosines of the
+    embeddings, which the loss L2-normalises itself. Each score is reweighted by
+    its distance to its optimum (`alpha_p`, `alpha_n`), so that the decision
+    boundary is the circle `s_n**2 + (s_p - 1)**2 = 2 * margin**2` (Eq. 8).
+
+    What the code decides:
+
+    - `alpha_p` and `alpha_n` are constants for back-propagation (the paper's
+      Eq. 9/10). `stop_alpha_gradient=False` gives the full gradient that
+      `keras.losses.Circle` computes instead.
+    - Each log-sum-exp runs over its own masked set with its own maximum, so
+      the loss stays finite and exact at `gamma=256` and beyond.
+    - The reduced loss is the mean over the anchors that have at least one
+      positive and one negative in the batch; the others contribute nothing.
+      A batch without any such anchor gives 0 with zero, finite gradients.
+    - Labels stay integers: any integer dtype, any value up to `2**63 - 1`.
+    - Computation is float32 whatever the dtype policy (mixed precision
+      included); the reduced loss is float32.
+
+    Formula:
+
+    ```python
+    alpha_p = relu(1 + margin - s_p)          # Eq. 5, O_p = 1 + m
+    alpha_n = relu(s_n + margin)              # O_n = -m
+    loss = softplus(
+        logsumexp(gamma * alpha_n * (s_n - margin))          # Delta_n = m
+        + logsumexp(-gamma * alpha_p * (s_p - (1 - margin)))  # Delta_p = 1 - m
+    )
+    ```
+
+    Args:
+        gamma: Scale factor. Defaults to `80.0` (the paper's setting for
+            fine-grained retrieval).
+        margin: Relaxation margin `m` in `[0, 1)`. Defaults to `0.4`.
+        stop_alpha_gradient: Defaults to `True`.
+        reduction: Keras reduction. Defaults to `"sum_over_batch_size"`
+            (the mean over valid anchors).
+        name: Defaults to `"circle_loss"`.
+        dtype: Accepted for Keras compatibility; computation stays float32.
+            Defaults to `None`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_circle.CircleLoss())
+    model.fit(images, integer_labels, batch_size=80)
+    ```
+
+    Reference:
+        Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+        Optimization", CVPR 2020 (arXiv 2002.10857).
+    """
+
+    def __init__(
+        self,
+        gamma=80.0,
+        margin=0.4,
+        stop_alpha_gradient=True,
+        reduction="sum_over_batch_size",
+        name="circle_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma = _checks.check_gamma(gamma)
+        self.margin = _checks.check_margin(margin)
+        self.stop_alpha_gradient = bool(stop_alpha_gradient)
+
+    def per_sample(self, labels, y_pred):
+        return _circle_per_sample(
+            labels,
+            y_pred,
+            self.gamma,
+            self.margin,
+            self.stop_alpha_gradient,
+            names=("y_true", "y_pred"),
+        )
+
+    def _hyperparameters(self):
+        return {
+            "gamma": self.gamma,
+            "margin": self.margin,
+            "stop_alpha_gradient": self.stop_alpha_gradient,
+        }

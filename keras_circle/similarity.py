@@ -1,0 +1,73 @@
+"""Similarities, pair masks and masked log-sum-exp shared by every loss."""
+
+from keras import ops
+
+# Norms below this are treated as this, so a zero embedding maps to zero
+# instead of NaN (and keeps a finite gradient).
+_NORM_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1):
+    """L2-normalises `x` along `axis` in its own dtype; zero rows stay zero."""
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, _NORM_EPSILON**2))
+
+
+def cosine_similarity(a, b):
+    """Cosine similarities `(len(a), len(b))` in float32 of two embedding sets."""
+    a = l2_normalize(ops.cast(a, "float32"))
+    b = l2_normalize(ops.cast(b, "float32"))
+    return ops.matmul(a, ops.transpose(b))
+
+
+def pair_masks(labels, ref_labels, self_index=None):
+    """Boolean masks of positive and negative pairs.
+
+    Args:
+        labels: Integer labels of the anchors, `(batch_size,)`.
+        ref_labels: Integer labels of the references, `(num_refs,)`.
+        self_index: Column of each anchor's own sample among the references,
+            `(batch_size,)` int, or `None` when the anchors are not among the
+            references. The self-pair is never a positive.
+
+    Returns:
+        `(positive, negative)`, two bool tensors `(batch_size, num_refs)`.
+    """
+    same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(ref_labels, 0))
+    negative = ops.logical_not(same)
+    if self_index is None:
+        return same, negative
+    columns = ops.arange(ops.shape(ref_labels)[0], dtype="int32")
+    is_self = ops.equal(
+        ops.expand_dims(ops.cast(self_index, "int32"), 1),
+        ops.expand_dims(columns, 0),
+    )
+    return ops.logical_and(same, ops.logical_not(is_self)), negative
+
+
+def masked_logsumexp(logits, mask, axis=-1):
+    """Log-sum-exp of `logits` over the entries where `mask` is True.
+
+    Each row uses the maximum of its own masked entries, so a row of very
+    negative logits (gamma=256 and beyond) does not underflow to `-inf`
+    against a maximum taken from other entries (the fault of a shared row
+    maximum, pytorch-metric-learning issue 173). Rows without any masked
+    entry return `-inf` with a zero, finite gradient.
+
+    Returns:
+        `(lse, nonempty)`: the log-sum-exp and a bool telling which rows had at
+        least one masked entry.
+    """
+    nonempty = ops.any(mask, axis=axis)
+    neg_inf = ops.cast(float("-inf"), logits.dtype)
+    row_max = ops.max(ops.where(mask, logits, neg_inf), axis=axis, keepdims=True)
+    row_max = ops.stop_gradient(
+        ops.where(ops.isfinite(row_max), row_max, ops.zeros_like(row_max))
+    )
+    shifted = ops.where(mask, logits - row_max, neg_inf)
+    total = ops.sum(ops.exp(shifted), axis=axis)
+    # log(0) would give an infinite gradient; empty rows read log(1) instead
+    # and are replaced by -inf after the log.
+    total = ops.where(nonempty, total, ops.ones_like(total))
+    lse = ops.squeeze(row_max, axis) + ops.log(total)
+    return ops.where(nonempty, lse, neg_inf), nonempty
