@@ -212,7 +212,9 @@ def _build(source, p, k, seed, preprocess, steps, epochs, shard, batch):
     if epochs:
         # unbatch/batch lose the count; Keras wants it for progress bars.
         per_step = shard[1] // batch
-        ds = ds.apply(tf.data.experimental.assert_cardinality(epochs * steps * per_step))
+        ds = ds.apply(
+            tf.data.experimental.assert_cardinality(epochs * steps * per_step)
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -312,7 +314,10 @@ def pk_dataset_fn(
             )
         per_replica = p * k // replicas
         local = replicas // pipelines
-        shard = (input_context.input_pipeline_id * local * per_replica, local * per_replica)
+        shard = (
+            input_context.input_pipeline_id * local * per_replica,
+            local * per_replica,
+        )
         return _build(source, p, k, seed, preprocess, steps, epochs, shard, per_replica)
 
     return dataset_fn

@@ -1,0 +1,59 @@
+"""Data loading for keras_circle (TensorFlow only: tf.data, TFDS, tf.image).
+
+Class-balanced P x K sampling (`pk_batches`), loaders for the fine-grained
+(TFDS), person re-ID (Market-1501, MSMT17 folders) and face (identity
+folders, LFW pairs) data sets, per-family preprocessing, and a Fashion-MNIST
+subset that ships with the package.
+"""
+
+from keras_circle.data.faces import load_identity_folders
+from keras_circle.data.faces import load_lfw_pairs
+from keras_circle.data.fashion_mnist import fashion_mnist_subset_info
+from keras_circle.data.fashion_mnist import load_fashion_mnist_subset
+from keras_circle.data.files import files_dataset
+from keras_circle.data.fine_grained import FINE_GRAINED_SETS
+from keras_circle.data.fine_grained import load_fine_grained
+from keras_circle.data.fine_grained import load_lfw_identities
+from keras_circle.data.fine_grained import sample_verification_pairs
+from keras_circle.data.preprocessing import preprocess_face
+from keras_circle.data.preprocessing import preprocess_fine_grained
+from keras_circle.data.preprocessing import preprocess_reid
+from keras_circle.data.preprocessing import random_erasing
+from keras_circle.data.reid import ReidSplit
+from keras_circle.data.reid import load_market1501
+from keras_circle.data.reid import load_msmt17
+from keras_circle.data.reid import parse_market1501_name
+from keras_circle.data.reid import parse_msmt17_name
+from keras_circle.data.sampler import ArraySource
+from keras_circle.data.sampler import FileSource
+from keras_circle.data.sampler import TfdsSource
+from keras_circle.data.sampler import epoch_plan
+from keras_circle.data.sampler import pk_batches
+from keras_circle.data.sampler import pk_dataset_fn
+
+__all__ = [
+    "ArraySource",
+    "FINE_GRAINED_SETS",
+    "FileSource",
+    "ReidSplit",
+    "TfdsSource",
+    "epoch_plan",
+    "fashion_mnist_subset_info",
+    "files_dataset",
+    "load_fashion_mnist_subset",
+    "load_fine_grained",
+    "load_identity_folders",
+    "load_lfw_identities",
+    "load_lfw_pairs",
+    "load_market1501",
+    "load_msmt17",
+    "parse_market1501_name",
+    "parse_msmt17_name",
+    "pk_batches",
+    "pk_dataset_fn",
+    "preprocess_face",
+    "preprocess_fine_grained",
+    "preprocess_reid",
+    "random_erasing",
+    "sample_verification_pairs",
+]
