@@ -26,12 +26,11 @@ BACKEND = keras.backend.backend()
 
 @pytest.fixture(autouse=True)
 def _clean_keras_state():
-    """Every test starts from float32, a clear session and fixed seeds."""
+    """Every test starts from the float32 policy and fixed seeds."""
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(1234)
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
 
 
 @pytest.fixture
