@@ -83,7 +83,9 @@ class TfdsSource:
     that no image is decoded in that pass. The sampled images are decoded in
     the pipeline. A tf.data dataset has no random access, so the encoded
     bytes (the size of the JPEG files) stay in memory; for sets too large for
-    that, export the files and use `FileSource`. A dataset whose image
+    that, export the files and use `FileSource` (TensorFlow also caps a
+    tensor captured by a tf.data graph at 2 GB: fine for CUB, about 1.1 GB of
+    JPEGs; use files for SOP). A dataset whose image
     feature is already decoded (uint8) is accepted too and then kept as is.
 
     Args:
@@ -209,12 +211,12 @@ def _build(source, p, k, seed, preprocess, steps, epochs, shard, batch):
     if preprocess is not None:
         ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
-    if epochs:
-        # unbatch/batch lose the count; Keras wants it for progress bars.
-        per_step = shard[1] // batch
-        ds = ds.apply(
-            tf.data.experimental.assert_cardinality(epochs * steps * per_step)
-        )
+    # flat_map/unbatch lose the count; Keras wants it (progress bars, and
+    # an endless dataset must say so to need `steps_per_epoch`).
+    count = (
+        epochs * steps * (shard[1] // batch) if epochs else tf.data.INFINITE_CARDINALITY
+    )
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
