@@ -1,0 +1,349 @@
+"""Diagnostic plots for metric learning, each written to a PNG file.
+
+Recall@K curves, the Circle loss decision boundary with a batch's pair
+similarities (the paper's Fig. 5), positive/negative similarity histograms and
+verification ROC curves. Figures are drawn with matplotlib's object API on the
+Agg canvas: no pyplot, no change to the global backend, safe in threads and on
+machines without a display.
+"""
+
+import numbers
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from keras_circle import retrieval
+
+
+def _axes(figsize=(5.5, 4.5)):
+    figure = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure, path):
+    if path is None:
+        raise ValueError("`path` is required: where to write the PNG; got None.")
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def plot_recall_at_k(results, path, *, title="Recall@K"):
+    """Plots Recall@K curves of one or several models on one figure.
+
+    Args:
+        results: `{name: {k: recall}}` to compare models, or one `{k: recall}`
+            as returned by `keras_circle.retrieval.recall_at_k`. Recalls in
+            `[0, 1]`, shown as percentages on a log2 K axis.
+        path: Where to write the PNG.
+        title: Figure title. Defaults to `"Recall@K"`.
+
+    Returns:
+        `path` as a string.
+
+    Example:
+
+    >>> keras_circle.plots.plot_recall_at_k(
+    ...     {"circle": {1: 0.66, 2: 0.77, 4: 0.85, 8: 0.91}}, "recall.png")
+    'recall.png'
+    """
+    if results and all(isinstance(k, numbers.Integral) for k in results):
+        results = {"model": results}
+    if not results or not all(isinstance(v, dict) and v for v in results.values()):
+        raise ValueError(
+            "`results` must be `{name: {k: recall}}` or `{k: recall}`; "
+            f"got {results!r}."
+        )
+    figure, axes = _axes()
+    all_ks = set()
+    for name, curve in results.items():
+        ks = sorted(curve)
+        all_ks.update(ks)
+        values = [100 * curve[k] for k in ks]
+        axes.plot(ks, values, marker="o", label=str(name))
+        for k, v in zip(ks, values, strict=True):
+            axes.annotate(
+                f"{v:.1f}",
+                (k, v),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
+    axes.set_xlabel("K")
+    axes.set_ylabel("Recall@K (%)")
+    axes.set_ylim(0, 105)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    axes.set_title(title)
+    return _save(figure, path)
+
+
+def pair_similarities(embeddings, labels, max_pairs=2000, *, mode="mean", seed=0):
+    """Per-anchor positive and negative similarities `(s_p, s_n)` of a batch.
+
+    Each anchor gives one point: with `mode="mean"` the mean cosine similarity
+    to the other samples of its class (`s_p`) and to the samples of other
+    classes (`s_n`); with `mode="hardest"` the lowest positive and the highest
+    negative similarity. Anchors without a positive or a negative are
+    dropped. Works blockwise, so it also runs on large evaluation sets.
+
+    Args:
+        embeddings: Array `(num_samples, dim)`.
+        labels: Integer labels `(num_samples,)`.
+        max_pairs: At most this many `(s_p, s_n)` points: anchors are sampled
+            uniformly (with `seed`) when there are more. Defaults to `2000`.
+        mode: `"mean"` or `"hardest"`. Defaults to `"mean"`.
+        seed: Seed of the anchor sampling. Defaults to `0`.
+
+    Returns:
+        `(s_p, s_n)`, two float arrays `(num_points,)`.
+    """
+    if mode not in ("mean", "hardest"):
+        raise ValueError(f"`mode` must be 'mean' or 'hardest'; got {mode!r}.")
+    x = retrieval._normalize(retrieval._check_embeddings(embeddings, "embeddings", 2))
+    labels = retrieval._check_ids(labels, x.shape[0], "labels", "embeddings")
+    anchors = np.arange(x.shape[0])
+    if anchors.size > max_pairs:
+        anchors = np.sort(np.random.default_rng(seed).choice(anchors, max_pairs, False))
+    s_p, s_n = [], []
+    for start, stop, sims in retrieval._query_blocks(x[anchors], x, 8, None, verbose=0):
+        rows = np.arange(stop - start)
+        positive = labels[anchors[start:stop], None] == labels
+        positive[rows, anchors[start:stop]] = False  # the self-pair is no pair
+        negative = labels[anchors[start:stop], None] != labels
+        if mode == "mean":
+            s_p.append((sims * positive).sum(1) / np.maximum(positive.sum(1), 1))
+            s_n.append((sims * negative).sum(1) / np.maximum(negative.sum(1), 1))
+        else:
+            s_p.append(np.where(positive, sims, np.inf).min(1))
+            s_n.append(np.where(negative, sims, -np.inf).max(1))
+        keep = positive.any(1) & negative.any(1)
+        s_p[-1], s_n[-1] = s_p[-1][keep], s_n[-1][keep]
+    return np.concatenate(s_p).astype(np.float64), np.concatenate(s_n).astype(
+        np.float64
+    )
+
+
+def plot_circle_boundary(
+    s_p, s_n=None, path=None, margin=0.25, *, title=None, max_points=5000
+):
+    """Plots `(s_n, s_p)` points against Circle loss's decision boundary.
+
+    The boundary of the simplified Circle loss (Eq. 8) is the circle
+    `s_n^2 + (s_p - 1)^2 = 2 m^2` around the target `(s_n, s_p) = (0, 1)`;
+    pairs inside it are the ones the loss no longer pushes hard. The line
+    `s_p - s_n = m` of the unified loss (Eq. 1, triplet / AM-Softmax) is
+    drawn dashed for comparison, as in the paper's Fig. 1 and Fig. 5.
+
+    Two call forms:
+    `plot_circle_boundary(s_p, s_n, path, margin=...)` for one point set, and
+    `plot_circle_boundary({"before": (s_p, s_n), "after": (s_p, s_n)}, path,
+    margin=...)` for several, each drawn in its own colour.
+
+    Args:
+        s_p: Positive similarities `(num_points,)`, or a dict
+            `{name: (s_p, s_n)}` of point sets (then the second positional
+            argument is `path`). `pair_similarities` makes them.
+        s_n: Negative similarities `(num_points,)`.
+        path: Where to write the PNG.
+        margin: The relaxation margin m. Defaults to `0.25`.
+        title: Figure title, or `None` for one naming m. Defaults to `None`.
+        max_points: Points drawn per set at most (a fixed subsample beyond).
+            Defaults to `5000`.
+
+    Returns:
+        `path` as a string.
+
+    Example:
+
+    >>> s_p, s_n = keras_circle.plots.pair_similarities(embeddings, labels)
+    >>> keras_circle.plots.plot_circle_boundary(s_p, s_n, "boundary.png",
+    ...                                         margin=0.4)
+    'boundary.png'
+
+    Reference:
+        Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
+        Optimization", CVPR 2020, Eq. 8 and Fig. 5.
+    """
+    if isinstance(s_p, dict):
+        sets, path = s_p, path if s_n is None else s_n
+    else:
+        sets = {"pairs": (s_p, s_n)}
+    if not sets:
+        raise ValueError("Pass at least one point set; got an empty dict.")
+    figure, axes = _axes((5.0, 5.0))
+    radius = np.sqrt(2.0) * margin
+    angle = np.linspace(0.0, 2.0 * np.pi, 400)
+    axes.plot(
+        radius * np.cos(angle),
+        1.0 + radius * np.sin(angle),
+        "k-",
+        lw=1.5,
+        label=f"Circle boundary (Eq. 8), m={margin:g}",
+    )
+    line = np.linspace(-1.0, 1.0, 2)
+    axes.plot(
+        line, line + margin, "k--", lw=1, alpha=0.6, label=f"s_p - s_n = {margin:g}"
+    )
+    axes.plot([0.0], [1.0], "k*", ms=10, label="target (0, 1)")
+    rng = np.random.default_rng(0)
+    lowest = 0.0
+    for name, (sp, sn) in sets.items():
+        sp, sn = np.asarray(sp, np.float64).ravel(), np.asarray(sn, np.float64).ravel()
+        if sp.shape != sn.shape:
+            raise ValueError(
+                f"s_p and s_n of {name!r} must have the same length; got "
+                f"{sp.size} and {sn.size}."
+            )
+        if sp.size > max_points:
+            pick = rng.choice(sp.size, max_points, replace=False)
+            sp, sn = sp[pick], sn[pick]
+        axes.scatter(sn, sp, s=8, alpha=0.5, label=f"{name} ({sp.size})")
+        if sp.size:
+            lowest = min(lowest, sn.min(), sp.min())
+    low = max(-1.0, lowest - 0.05)
+    axes.set_xlim(low, 1.0)
+    axes.set_ylim(low, 1.05)
+    axes.set_aspect("equal")
+    axes.set_xlabel("s_n (negative similarity)")
+    axes.set_ylabel("s_p (positive similarity)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(title or f"Circle loss decision boundary, m={margin:g}")
+    return _save(figure, path)
+
+
+def _sample_pairs(labels, max_pairs, rng):
+    """Positive and negative index pairs: all of them for small sets, else up
+    to `max_pairs // 2` of each, uniform over anchors."""
+    n = labels.size
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = np.triu_indices(n, k=1)
+        same = labels[i] == labels[j]
+        return (i[same], j[same]), (i[~same], j[~same])
+    half = max(1, max_pairs // 2)
+    order = np.argsort(labels, kind="stable")
+    _, first, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    group = np.repeat(np.arange(first.size), counts)  # group of order[p]
+    position = np.empty(n, np.int64)
+    position[order] = np.arange(n)
+    with_pos = np.flatnonzero(counts[group[position]] > 1)
+    pos_pairs = (np.empty(0, np.int64),) * 2
+    if with_pos.size:
+        i = rng.choice(with_pos, half)
+        g = group[position[i]]
+        # A uniform other member: skip over the anchor's own slot.
+        offset = rng.integers(0, counts[g] - 1)
+        offset += offset >= position[i] - first[g]
+        pos_pairs = (i, order[first[g] + offset])
+    i, j = rng.integers(0, n, 4 * half), rng.integers(0, n, 4 * half)
+    keep = labels[i] != labels[j]
+    return pos_pairs, (i[keep][:half], j[keep][:half])
+
+
+def plot_similarity_histograms(
+    embeddings, labels, path, *, max_pairs=200_000, bins=100, margin=None, seed=0
+):
+    """Plots histograms of positive and negative pair cosine similarities.
+
+    Small sets use every pair; larger ones a uniform sample of up to
+    `max_pairs // 2` positive and as many negative pairs, so the rare
+    positives still show. Both histograms are densities.
+
+    Args:
+        embeddings: Array `(num_samples, dim)`.
+        labels: Integer labels `(num_samples,)`.
+        path: Where to write the PNG.
+        max_pairs: Pair budget. Defaults to `200_000`.
+        bins: Histogram bins over `[-1, 1]`. Defaults to `100`.
+        margin: If set, marks Circle loss's targets `s_p > 1 - m` and
+            `s_n < m` (delta_p and delta_n). Defaults to `None`.
+        seed: Seed of the pair sampling. Defaults to `0`.
+
+    Returns:
+        `path` as a string.
+    """
+    x = retrieval._normalize(retrieval._check_embeddings(embeddings, "embeddings", 2))
+    labels = retrieval._check_ids(labels, x.shape[0], "labels", "embeddings")
+    positives, negatives = _sample_pairs(labels, max_pairs, np.random.default_rng(seed))
+    figure, axes = _axes((6.0, 4.0))
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    for (i, j), name, colour in (
+        (positives, "positive", "tab:green"),
+        (negatives, "negative", "tab:red"),
+    ):
+        if i.size == 0:
+            continue
+        sims = np.einsum("ij,ij->i", x[i], x[j])
+        axes.hist(
+            sims,
+            bins=edges,
+            density=True,
+            alpha=0.5,
+            color=colour,
+            label=f"{name} pairs ({i.size}, mean {sims.mean():.3f})",
+        )
+    if margin is not None:
+        axes.axvline(
+            1 - margin, color="tab:green", ls="--", label=f"1 - m = {1 - margin:g}"
+        )
+        axes.axvline(margin, color="tab:red", ls="--", label=f"m = {margin:g}")
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("density")
+    axes.legend(fontsize=8)
+    axes.set_title("Pair similarities")
+    return _save(figure, path)
+
+
+def plot_roc(fpr, tpr, path, fars=(1e-3, 1e-4), *, auc=None, title="ROC"):
+    """Plots a verification ROC curve on a log false-accept axis.
+
+    Marks the true-accept rate at each FAR (the best TPR with FPR <= FAR),
+    as reported for IJB-B/C. Pass the `roc` of
+    `keras_circle.retrieval.verification_metrics`.
+
+    Args:
+        fpr: False-accept rates, rising.
+        tpr: True-accept rates, same length.
+        path: Where to write the PNG.
+        fars: FARs to mark. Defaults to `(1e-3, 1e-4)`.
+        auc: Area under the curve to show in the legend, or `None`. Defaults
+            to `None`.
+        title: Figure title. Defaults to `"ROC"`.
+
+    Returns:
+        `path` as a string.
+    """
+    fpr, tpr = np.asarray(fpr, np.float64).ravel(), np.asarray(tpr, np.float64).ravel()
+    if fpr.shape != tpr.shape or fpr.size < 2:
+        raise ValueError(
+            "`fpr` and `tpr` must have the same length, at least 2; got "
+            f"{fpr.size} and {tpr.size}."
+        )
+    figure, axes = _axes()
+    positive = fpr > 0
+    floor = fpr[positive].min() if positive.any() else 1e-6
+    floor = min([floor, *fars]) / 2
+    label = "ROC" if auc is None else f"ROC (AUC {auc:.4f})"
+    axes.plot(np.maximum(fpr, floor), tpr, lw=1.5, label=label)
+    for far in fars:
+        reached = fpr <= far
+        tar = tpr[reached].max() if reached.any() else 0.0
+        axes.axvline(far, color="gray", ls=":", lw=1)
+        axes.plot([far], [tar], "o", label=f"TAR@FAR={far:g}: {100 * tar:.2f}%")
+    axes.set_xscale("log")
+    axes.set_xlim(floor, 1.0)
+    axes.set_ylim(0.0, 1.01)
+    axes.set_xlabel("false accept rate")
+    axes.set_ylabel("true accept rate")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(title)
+    return _save(figure, path)

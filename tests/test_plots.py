@@ -1,0 +1,114 @@
+"""Tests of keras_circle.plots: every plot writes a PNG that reads back."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from keras_circle import plots
+from keras_circle import retrieval
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == _PNG_SIGNATURE and len(data) > 1000
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    # Not a blank canvas.
+    assert image[..., :3].std() > 0.01
+
+
+def _batch(rng, n=120, classes=6, dim=16):
+    labels = rng.integers(0, classes, n)
+    centers = rng.standard_normal((classes, dim))
+    return centers[labels] + 0.7 * rng.standard_normal((n, dim)), labels
+
+
+def test_plot_recall_at_k(tmp_path, rng):
+    emb, labels = _batch(rng)
+    results = {
+        "trained": retrieval.recall_at_k(emb, labels),
+        "random": retrieval.recall_at_k(rng.standard_normal(emb.shape), labels),
+    }
+    path = plots.plot_recall_at_k(results, tmp_path / "sub" / "recall.png")
+    assert path == str(tmp_path / "sub" / "recall.png")
+    _assert_png(path)
+    _assert_png(plots.plot_recall_at_k(results["trained"], tmp_path / "one.png"))
+    with pytest.raises(ValueError, match="`results` must be"):
+        plots.plot_recall_at_k({}, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("mode", ["mean", "hardest"])
+def test_pair_similarities(rng, mode):
+    emb, labels = _batch(rng, n=50)
+    labels[0] = 99  # an anchor without a positive is dropped
+    s_p, s_n = plots.pair_similarities(emb, labels, mode=mode)
+    assert s_p.shape == s_n.shape == (49,)
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = x @ x.T
+    pos = [j for j in range(50) if labels[j] == labels[1] and j != 1]
+    neg = [j for j in range(50) if labels[j] != labels[1]]
+    if mode == "mean":
+        expected = (sims[1, pos].mean(), sims[1, neg].mean())
+    else:
+        expected = (sims[1, pos].min(), sims[1, neg].max())
+    assert (s_p[0], s_n[0]) == pytest.approx(expected, abs=1e-5)
+    s_p, _ = plots.pair_similarities(emb, labels, max_pairs=10)
+    assert s_p.shape == (10,) or s_p.shape == (9,)
+    with pytest.raises(ValueError, match="`mode`"):
+        plots.pair_similarities(emb, labels, mode="median")
+
+
+def test_plot_circle_boundary(tmp_path, rng):
+    emb, labels = _batch(rng)
+    before = plots.pair_similarities(rng.standard_normal(emb.shape), labels)
+    after = plots.pair_similarities(emb, labels)
+    _assert_png(plots.plot_circle_boundary(*after, tmp_path / "one.png", margin=0.4))
+    path = plots.plot_circle_boundary(
+        {"before": before, "after": after}, tmp_path / "two.png", margin=0.25
+    )
+    _assert_png(path)
+    _assert_png(plots.plot_circle_boundary({"a": after}, path=tmp_path / "kw.png"))
+    with pytest.raises(ValueError, match="same length"):
+        plots.plot_circle_boundary([0.5, 0.6], [0.1], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="`path` is required"):
+        plots.plot_circle_boundary(*after)
+
+
+def test_plot_similarity_histograms(tmp_path, rng):
+    emb, labels = _batch(rng)
+    _assert_png(plots.plot_similarity_histograms(emb, labels, tmp_path / "all.png"))
+    # Sampled: 120 samples have 7,140 pairs, more than the budget.
+    _assert_png(
+        plots.plot_similarity_histograms(
+            emb, labels, tmp_path / "sampled.png", max_pairs=1000, margin=0.25
+        )
+    )
+
+
+def test_sample_pairs_are_valid(rng):
+    labels = rng.integers(0, 30, 400)
+    labels[:3] = [1000, 1001, 1002]  # singletons are never positive anchors
+    (pi, pj), (ni, nj) = plots._sample_pairs(labels, 2000, rng)
+    assert pi.size == 1000 and ni.size == 1000
+    assert np.all(labels[pi] == labels[pj]) and np.all(pi != pj)
+    assert np.all(labels[ni] != labels[nj])
+
+
+def test_plot_roc(tmp_path, rng):
+    a, b = rng.standard_normal((2, 2000, 8))
+    same = rng.random(2000) < 0.5
+    b[same] = a[same] + 0.8 * b[same]
+    out = retrieval.verification_metrics(a, b, same, fars=(1e-2, 1e-3))
+    path = plots.plot_roc(
+        out["roc"]["fpr"],
+        out["roc"]["tpr"],
+        tmp_path / "roc.png",
+        fars=(1e-2, 1e-3),
+        auc=out["auc"],
+    )
+    _assert_png(path)
+    with pytest.raises(ValueError, match="same length"):
+        plots.plot_roc([0, 1], [0, 0.5, 1], tmp_path / "bad.png")
