@@ -28,15 +28,30 @@ def _num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _distribute():
+    """`keras_circle.distribute` inside a multi-replica context, else `None`."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from keras_circle import distribute
+
+    return distribute if distribute.in_replica_context() else None
+
+
 def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_size"):
     """Reduces per-sample `losses` over the samples where `valid` is True.
 
     Keras's reductions, with a validity mask: `"sum_over_batch_size"` and
     `"mean"` divide by the number of valid samples, `"mean_with_sample_weight"`
     by the sum of their weights, `"sum"` sums, `None`/`"none"` returns the
-    weighted vector (zeros where invalid). No valid sample gives exactly 0. As
-    in Keras, the mean reductions are divided by the number of replicas under
-    `tf.distribute`, whose gradients are then summed across replicas.
+    weighted vector (zeros where invalid). No valid sample gives exactly 0.
+
+    Inside a `tf.distribute` replica context the mean reductions divide the
+    local sum by the divisor summed over every replica (the global number of
+    valid anchors), so that the per-replica losses, and the gradients the
+    optimizer sums across replicas, add up to the single-device mean of the
+    global batch, uneven batches included. Elsewhere under a strategy (the
+    cross-replica call Keras makes while building) they are divided by the
+    number of replicas, as Keras does.
     """
     weights = ops.cast(valid, "float32")
     if sample_weight is not None:
@@ -54,6 +69,9 @@ def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_si
         divisor = ops.sum(weights)
     else:
         divisor = ops.sum(ops.cast(valid, "float32"))
+    distribute = _distribute()
+    if distribute is not None:
+        return ops.divide_no_nan(total, distribute.global_sum(divisor))
     loss = ops.divide_no_nan(total, divisor)
     replicas = _num_replicas()
     if replicas > 1:

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_circle import _checks
+from keras_circle import kernels
 from keras_circle import similarity
 from keras_circle.losses.base import IntegerLabelLoss
 
@@ -13,7 +14,9 @@ def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
 
     Returns `(logit_p, logit_n)`, each with the shape of `s`: the logit an
     entry would have as a positive, `-gamma * alpha_p * (s - delta_p)`, and as a
-    negative, `gamma * alpha_n * (s - delta_n)`.
+    negative, `gamma * alpha_n * (s - delta_n)`. The pair is a
+    `keras_circle.kernels.PairLogitValues`, which also gives the derivatives
+    in `s` that the fused pair-wise kernel needs.
     """
     # Eq. 5 with the simplification of section 3.2.
     optimum_p, optimum_n = 1.0 + margin, -margin
@@ -26,7 +29,19 @@ def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
         alpha_n = ops.stop_gradient(alpha_n)
     logit_p = -gamma * alpha_p * (s - delta_p)
     logit_n = gamma * alpha_n * (s - delta_n)
-    return logit_p, logit_n
+
+    def slopes():
+        if stop_alpha_gradient:
+            return -gamma * alpha_p, gamma * alpha_n
+        # Product rule with relu' = 1 strictly inside its linear part.
+        inside_p = ops.cast(s < optimum_p, s.dtype)
+        inside_n = ops.cast(s > optimum_n, s.dtype)
+        return (
+            -gamma * (alpha_p - inside_p * (s - delta_p)),
+            gamma * (alpha_n + inside_n * (s - delta_n)),
+        )
+
+    return kernels.PairLogitValues(logit_p, logit_n, slopes)
 
 
 def pair_softplus_loss(
@@ -41,7 +56,9 @@ def pair_softplus_loss(
     Args:
         labels: Integer labels of the anchors, `(batch_size,)`.
         embeddings: Anchor embeddings, `(batch_size, dim)`, any scale.
-        logits_fn: Maps the similarity matrix to `(logit_p, logit_n)`.
+        logits_fn: Maps the similarity matrix to `(logit_p, logit_n)`. When
+            it returns a `keras_circle.kernels.PairLogitValues` the fused
+            kernel computes the loss and its gradient; else autodiff does.
         ref_labels, ref_embeddings: The references the anchors are compared
             with. Defaults to the anchors themselves.
         self_index: Column of each anchor among the references (its self-pair,
@@ -53,11 +70,18 @@ def pair_softplus_loss(
         and a bool telling which anchors have a positive and a negative.
     """
     embeddings = similarity.l2_normalize(ops.cast(embeddings, "float32"))
+    if ref_embeddings is not None:
+        ref_embeddings = similarity.l2_normalize(ops.cast(ref_embeddings, "float32"))
+    # A logits function that returns `PairLogitValues` knows its derivatives:
+    # the fused kernel then skips autodiff (one matmul backward, one stored
+    # matrix). A 1x1 probe tells; in a graph it is pruned.
+    if isinstance(logits_fn(ops.zeros((1, 1))), kernels.PairLogitValues):
+        return kernels.fused_pair_softplus(
+            labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
+        )
     if ref_embeddings is None:
         ref_labels, ref_embeddings = labels, embeddings
         self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
-    else:
-        ref_embeddings = similarity.l2_normalize(ops.cast(ref_embeddings, "float32"))
     s = ops.matmul(embeddings, ops.transpose(ref_embeddings))
     positive, negative = similarity.pair_masks(labels, ref_labels, self_index)
     logit_p, logit_n = logits_fn(s)
@@ -75,6 +99,7 @@ def _circle_per_sample(
     margin,
     stop_alpha_gradient,
     names=("labels", "embeddings"),
+    gather=False,
 ):
     embeddings = _checks.float_matrix(embeddings, names[1])
     _checks.same_batch(labels, embeddings, *names)
@@ -82,7 +107,26 @@ def _circle_per_sample(
     def logits_fn(s):
         return circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
 
+    if gather:
+        distribute = _replica_distribute()
+        if distribute is not None:
+            # Anchors of this replica against the whole global batch.
+            ref_labels, ref_embeddings, self_index = distribute.gather_references(
+                labels, embeddings
+            )
+            return pair_softplus_loss(
+                labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
+            )
     return pair_softplus_loss(labels, embeddings, logits_fn)
+
+
+def _replica_distribute():
+    """`keras_circle.distribute` inside a multi-replica context, else `None`."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from keras_circle import distribute
+
+    return distribute if distribute.in_replica_context() else None
 
 
 def pairwise_circle_loss(
@@ -136,6 +180,10 @@ class CircleLoss(IntegerLabelLoss):
       positive and one negative in the batch; the others contribute nothing.
       A batch without any such anchor gives 0 with zero, finite gradients.
     - Labels stay integers: any integer dtype, any value up to `2**63 - 1`.
+    - Under a `tf.distribute` strategy each replica's anchors are compared
+      with the embeddings and labels of the global batch (all-gathered, with
+      gradients) and the mean divides by the global number of valid anchors:
+      a step gives the weights of the same global batch on one device.
     - Computation is float32 whatever the dtype policy (mixed precision
       included); the reduced loss is float32.
 
@@ -195,6 +243,7 @@ class CircleLoss(IntegerLabelLoss):
             self.margin,
             self.stop_alpha_gradient,
             names=("y_true", "y_pred"),
+            gather=True,
         )
 
     def _hyperparameters(self):

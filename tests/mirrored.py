@@ -1,0 +1,18 @@
+"""One `MirroredStrategy` over the conftest's two logical CPUs, shared by the tests.
+
+Each `MirroredStrategy` instance numbers its collective ops from the same
+start, and the process-wide collective executor rejects a second instance
+reusing a key with another type ("Collective instance 100 expected type 2"),
+so the tests of one process share a single instance, as a program would.
+"""
+
+import functools
+
+import tensorflow as tf
+
+
+@functools.cache
+def mirrored_strategy():
+    strategy = tf.distribute.MirroredStrategy()
+    assert strategy.num_replicas_in_sync == 2
+    return strategy

@@ -1,0 +1,161 @@
+"""Circle losses under `tf.distribute.MirroredStrategy` with two replicas.
+
+The conftest splits the CPU into two logical devices, so `MirroredStrategy()`
+runs two replicas. One `fit` step must give the weights of the same global
+batch on one device: every anchor sees the whole global batch, and the mean
+divides by the global number of valid anchors.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_circle
+from keras_circle import distribute
+from tests.mirrored import mirrored_strategy
+
+ATOL = 1e-5
+
+
+def _strategy():
+    return mirrored_strategy()
+
+
+def _embedder(classes=None):
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, name="embed")(inputs)
+    if classes:
+        x = keras_circle.CosineProxies(classes, name="proxies")(x)
+    return keras.Model(inputs, x)
+
+
+def _fit(weights, batches, loss, strategy=None, classes=None):
+    """Fits the global `batches` in order with plain SGD; returns the new weights."""
+    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
+    with scope:
+        model = _embedder(classes)
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+    dataset = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
+    history = model.fit(dataset, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    return model.get_weights()
+
+
+def _data(labels, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype="int32")
+    x = (rng.normal(size=(len(labels), 6)) + 0.5 * labels[:, None]).astype("float32")
+    return x, labels
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True))
+
+
+# Global batches of one epoch, each split in two halves by MirroredStrategy.
+BATCHES = [
+    # P x K = 4 x 4, classes spread over both replicas.
+    _data(np.tile(np.arange(4), 4), seed=0),
+    # Sorted: replica 0 holds classes 0-1 only, replica 1 classes 2-3.
+    _data(np.repeat(np.arange(4), 4), seed=1),
+    # Uneven: class 0 only on replica 0; replica 1 has singletons whose
+    # positives live on the other replica.
+    _data([0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5], seed=2),
+    # Uneven last batches: 4 + 3 samples, then 1 + 0 (one replica empty).
+    _data([0, 1, 2, 0, 1, 2, 3], seed=3),
+    _data([3], seed=4),
+]
+
+
+def test_circle_fit_matches_single_device():
+    """Five steps (16, 16, 16, 7 and 1 samples) give the single-device weights."""
+    weights = _embedder().get_weights()
+    single = _fit(weights, BATCHES, keras_circle.CircleLoss())
+    mirrored = _fit(weights, BATCHES, keras_circle.CircleLoss(), _strategy())
+    assert _max_diff(single, weights) > 1e-3  # the steps moved the weights
+    assert all(np.all(np.isfinite(w)) for w in mirrored)
+    assert _max_diff(single, mirrored) < ATOL
+
+
+def test_local_loss_would_differ():
+    """The sorted batch is a real test: replica-local pairs change the step."""
+    x, y = BATCHES[1]
+    weights = _embedder().get_weights()
+    whole = _fit(weights, [(x, y)], keras_circle.CircleLoss())
+    halves = [
+        _fit(weights, [(x[i : i + 8], y[i : i + 8])], keras_circle.CircleLoss())
+        for i in (0, 8)
+    ]
+    # Two half-batch steps averaged: what replica-local losses would give.
+    local = [(a + b) / 2 for a, b in zip(*halves, strict=True)]
+    assert _max_diff(whole, local) > 1e-4
+
+
+def test_class_circle_fit_matches_single_device():
+    batches = [(x, y % 4) for x, y in BATCHES]
+    weights = _embedder(classes=4).get_weights()
+    loss = keras_circle.ClassCircleLoss(gamma=64.0)
+    single = _fit(weights, batches, loss, classes=4)
+    mirrored = _fit(weights, batches, loss, _strategy(), classes=4)
+    assert _max_diff(single, weights) > 1e-3
+    assert all(np.all(np.isfinite(w)) for w in mirrored)
+    assert _max_diff(single, mirrored) < ATOL
+
+
+def test_gather_references_offsets_and_gradient():
+    """Inside `strategy.run`: global references, self-pairs at the replica offset,
+    and the summed per-replica losses and gradients equal the global ones."""
+    strategy = _strategy()
+    x, y = BATCHES[2]
+    x = tf.constant(x)
+    loss = keras_circle.CircleLoss()
+
+    def global_value_and_grad():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = loss(y, x)
+        return value, tape.gradient(value, x)
+
+    expected_value, expected_grad = global_value_and_grad()
+    # Uneven local batches: 5 samples on replica 0, 11 on replica 1.
+    cuts = {0: (0, 5), 1: (5, 16)}
+
+    def step(ctx_values):
+        ctx = tf.distribute.get_replica_context()
+        rid = ctx.replica_id_in_sync_group
+        start, stop = cuts[0] if rid == 0 else cuts[1]
+        local_x, local_y = x[start:stop], y[start:stop]
+        ref_labels, _, self_index = distribute.gather_references(local_y, local_x)
+        with tf.GradientTape() as tape:
+            tape.watch(local_x)
+            value = loss(local_y, local_x)
+        return value, tape.gradient(value, local_x), ref_labels, self_index
+
+    values = strategy.experimental_distribute_values_from_function(lambda c: 0)
+    value, grad, ref_labels, self_index = strategy.run(step, args=(values,))
+    replicas = strategy.experimental_local_results
+    assert sum(float(v) for v in replicas(value)) == pytest.approx(
+        float(expected_value), rel=1e-6
+    )
+    np.testing.assert_array_equal(replicas(ref_labels)[1], y)
+    np.testing.assert_array_equal(replicas(self_index)[0], np.arange(5))
+    np.testing.assert_array_equal(replicas(self_index)[1], np.arange(5, 16))
+    np.testing.assert_allclose(
+        np.concatenate([g.numpy() for g in replicas(grad)]),
+        expected_grad.numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_local_outside_replica_context():
+    labels, embeddings = tf.constant([0, 0, 1]), tf.ones((3, 2))
+    with _strategy().scope():
+        assert not distribute.in_replica_context()
+        ref_labels, _, self_index = distribute.gather_references(labels, embeddings)
+    np.testing.assert_array_equal(ref_labels, labels)
+    np.testing.assert_array_equal(self_index, [0, 1, 2])
