@@ -128,26 +128,27 @@ def _query_blocks(
 def _top_k(sims, k):
     """Column indices of each row's `k` largest entries, best first.
 
-    Among equal similarities the lower column ranks first; rows whose k-th
-    value is tied beyond the top k (rare outside constructed data) are
-    resolved one by one.
+    Among equal similarities the lower column ranks first. A full
+    `argpartition` costs about 10 ns an entry; instead a lower bound of the
+    k-th largest value comes from the k-th largest maximum of chunks of
+    columns (k distinct entries reach it), so only the few entries at or
+    above the bound are gathered and sorted.
     """
-    num = sims.shape[1]
-    if k >= num:
-        cand = np.broadcast_to(np.arange(num), sims.shape).copy()
+    rows_in_block, num = sims.shape
+    chunk = min(64, num // (4 * k))
+    if chunk >= 2:
+        full = num - num % chunk
+        maxima = sims[:, :full].reshape(rows_in_block, -1, chunk).max(axis=2)
+        bound = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, -k]
     else:
-        cand = np.argpartition(sims, num - k, axis=1)[:, num - k :].copy()
-    vals = np.take_along_axis(sims, cand, axis=1)
-    if k < num:
-        kth = vals.min(axis=1, keepdims=True)
-        tied = np.count_nonzero(sims >= kth, axis=1) > k
-        for row in np.flatnonzero(tied):
-            above = np.flatnonzero(sims[row] > kth[row, 0])
-            equal = np.flatnonzero(sims[row] == kth[row, 0])
-            cand[row] = np.concatenate([above, equal[: k - above.size]])
-            vals[row] = sims[row, cand[row]]
-    order = np.lexsort((cand, -vals), axis=-1)
-    return np.take_along_axis(cand, order, axis=1)
+        bound = np.partition(sims, num - k, axis=1)[:, num - k]
+    # flatnonzero + divmod is ~10x faster than a 2-D nonzero.
+    rows, cols = np.divmod(np.flatnonzero(sims >= bound[:, None]), num)
+    order = np.lexsort((cols, -sims[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    first = np.searchsorted(rows, np.arange(rows_in_block))
+    keep = np.arange(rows.size) - first[rows] < k
+    return cols[keep].reshape(rows_in_block, k)
 
 
 def recall_at_k(
@@ -344,7 +345,7 @@ def reid_metrics(
         # Only entries at or above a row's lowest match can rank before a
         # match, so only those are sorted.
         lowest = np.where(match, sims, np.inf).min(axis=1, keepdims=True)
-        rows, cols = np.nonzero(valid & (sims >= lowest))
+        rows, cols = np.divmod(np.flatnonzero(valid & (sims >= lowest)), sims.shape[1])
         order = np.lexsort((cols, -sims[rows, cols], rows))
         rows, cols = rows[order], cols[order]
         row_start = np.searchsorted(rows, np.arange(stop - start))

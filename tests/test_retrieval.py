@@ -361,6 +361,7 @@ def test_bad_inputs(call, message):
         call()
 
 
+@pytest.mark.slow
 def test_memory_30k_gallery():
     """30,000 x 128: an N x N float32 matrix alone would be 3.6 GB."""
     rng = np.random.default_rng(0)
