@@ -1,0 +1,347 @@
+"""Typed run configurations: dataclasses loaded from JSON or TOML files.
+
+A run is described by a `Config` (task, data, model, loss, training,
+evaluation, export). Files hold only the keys they change; every field has a
+default that means something. Unknown keys and values of the wrong type are
+rejected with the dotted key named, both in files and in `--set key=value`
+overrides, so a typo never silently trains with a default.
+
+Example:
+
+>>> config = keras_circle.config.load_config(
+...     "configs/person_reid.json", overrides=["train.epochs=2"])
+>>> config.loss.gamma
+128.0
+"""
+
+import dataclasses
+import json
+import pathlib
+import types
+import typing
+
+TASKS = ("face_recognition", "person_reid", "fine_grained_retrieval")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images come from and how batches are drawn.
+
+    Attributes:
+        source: `"fashion_mnist"` (the packaged subset, offline),
+            `"identity_folders"` (faces: `root/<identity>/<image>`),
+            `"market1501"`, `"msmt17"` (re-ID folders) or `"tfds"`
+            (fine-grained: `name` is `"cub"`, `"cars196"` or `"sop"`).
+        root: Data folder for the folder sources.
+        name: TFDS set name for `source="tfds"`.
+        tfds_data_dir: TFDS data folder (`None`: TFDS's default).
+        split: `"official"` (train and test splits share their classes) or
+            `"classes"` (train on the first half of the classes, test on the
+            unseen second half, the fine-grained protocol).
+        p: Classes per batch (P of P x K).
+        k: Images per class (K of P x K).
+        image_size: `[height, width]` fed to the model.
+        channels: Image channels fed to the model.
+        lfw_pairs: LFW `pairs.txt` for face verification (`None`: pairs
+            drawn from the test identities).
+        lfw_root: Folder of the LFW images.
+        max_train_images: Keep at most this many training images (0: all).
+        max_test_images: Keep at most this many test images (0: all).
+    """
+
+    source: str = "fashion_mnist"
+    root: str = ""
+    name: str = "cub"
+    tfds_data_dir: str | None = None
+    split: str = "official"
+    p: int = 16
+    k: int = 5
+    image_size: list[int] = dataclasses.field(default_factory=lambda: [224, 224])
+    channels: int = 3
+    lfw_pairs: str | None = None
+    lfw_root: str | None = None
+    max_train_images: int = 0
+    max_test_images: int = 0
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The embedder.
+
+    Attributes:
+        backbone: `"small_cnn"` (tests, demo) or a `keras.applications`
+            name: `"resnet50"`, `"resnet101"`, `"resnet152"`,
+            `"inception_v3"`, `"efficientnet_b0"`.
+        weights: Path of backbone weights (e.g. ImageNet weights downloaded
+            beforehand); `None` trains from scratch. Nothing is downloaded.
+        embedding_dim: Size of the embedding.
+        width: Base width of `small_cnn`.
+    """
+
+    backbone: str = "resnet50"
+    weights: str | None = None
+    embedding_dim: int = 512
+    width: int = 32
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """The loss: Circle loss with the paper's settings, or a baseline.
+
+    Attributes:
+        name: `"circle"` (class-level or pair-wise per `labels`), `"am_softmax"`,
+            `"arcface"` (class level), `"triplet"` (pair wise, semi-hard),
+            `"keras_circle"` (`keras.losses.Circle`, pair wise).
+        labels: `"class"` (a `CosineProxies` head) or `"pair"` (P x K).
+        gamma: Scale factor.
+        margin: Relaxation margin.
+    """
+
+    name: str = "circle"
+    labels: str = "pair"
+    gamma: float = 80.0
+    margin: float = 0.4
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and the run's machinery.
+
+    Attributes:
+        epochs: Passes of `steps_per_epoch` batches.
+        steps_per_epoch: Batches per epoch (0: training images // (P * K)).
+        backup_every: Steps between resumable backups; must divide
+            `steps_per_epoch` (0: once per epoch). A killed run restarts from
+            the last backup with the same total number of steps.
+        optimizer: `"sgd"` (momentum 0.9) or `"adam"`.
+        learning_rate: Peak learning rate.
+        lr_decay_at: Fractions of training where the rate is divided by 10.
+        weight_decay: Decoupled weight decay (0 for none).
+        seed: Seed of weights and sampling.
+        mixed_precision: `""`, `"mixed_float16"` or `"mixed_bfloat16"`.
+        xla: `jit_compile` (honoured on one replica; see DESIGN.md 5).
+        tensorboard: Write TensorBoard logs under `workdir/logs`.
+        verbose: Keras `fit` verbosity (1: progress bars).
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    backup_every: int = 0
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    lr_decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75])
+    weight_decay: float = 0.0
+    seed: int = 0
+    mixed_precision: str = ""
+    xla: bool = False
+    tensorboard: bool = True
+    verbose: int = 1
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluation and the artifacts at the end.
+
+    Attributes:
+        ks: Ranks K of Recall@K (or CMC rank-k for re-ID).
+        batch_size: Inference batch size.
+        plots: Write PNG plots.
+        export_saved_model: Export a TF Serving SavedModel.
+        export_onnx: Export an ONNX file.
+    """
+
+    ks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
+    batch_size: int = 256
+    plots: bool = True
+    export_saved_model: bool = True
+    export_onnx: bool = True
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole run: one task family on one data set.
+
+    Attributes:
+        task: `"face_recognition"`, `"person_reid"` or
+            `"fine_grained_retrieval"`; decides the evaluation protocol.
+        data, model, loss, train, eval: the sections above.
+    """
+
+    task: str = "fine_grained_retrieval"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value has the wrong type."""
+
+
+def _check_value(value, annotation, key):
+    """Returns `value` checked against `annotation` (ints widen to float)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"`{key}` must be a list; got {value!r}.")
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    # bool is an int subclass: keep True out of int and float fields.
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (annotation is bool) or not isinstance(
+        value, annotation
+    ):
+        raise ConfigError(
+            f"`{key}` must be {annotation.__name__}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    return value
+
+
+def _build(cls, values, prefix=""):
+    if not isinstance(values, dict):
+        raise ConfigError(f"`{prefix or 'config'}` must be a table; got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"Unknown config key `{name}`; known keys here: {sorted(fields)}."
+            )
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, f"{name}.")
+        else:
+            kwargs[key] = _check_value(value, hints[key], name)
+    return cls(**kwargs)
+
+
+def validate(config):
+    """Checks the values that have a closed set of choices.
+
+    Args:
+        config: A `Config`.
+
+    Returns:
+        `config`.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    choices = {
+        "task": (config.task, TASKS),
+        "data.source": (
+            config.data.source,
+            ("fashion_mnist", "identity_folders", "market1501", "msmt17", "tfds"),
+        ),
+        "data.split": (config.data.split, ("official", "classes")),
+        "loss.name": (
+            config.loss.name,
+            ("circle", "am_softmax", "arcface", "triplet", "keras_circle"),
+        ),
+        "loss.labels": (config.loss.labels, ("class", "pair")),
+        "train.optimizer": (config.train.optimizer, ("sgd", "adam")),
+        "train.mixed_precision": (
+            config.train.mixed_precision,
+            ("", "mixed_float16", "mixed_bfloat16"),
+        ),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"`{key}` must be one of {list(allowed)}; got {value!r}.")
+    if len(config.data.image_size) != 2:
+        raise ConfigError("`data.image_size` must be [height, width].")
+    backup, steps = config.train.backup_every, config.train.steps_per_epoch
+    if backup and steps and steps % backup:
+        raise ConfigError(
+            f"`train.backup_every` ({backup}) must divide `train.steps_per_epoch` "
+            f"({steps})."
+        )
+    return config
+
+
+def from_dict(values):
+    """Builds and validates a `Config` from nested dicts (e.g. parsed JSON)."""
+    return validate(_build(Config, values))
+
+
+def to_dict(config):
+    """The config as nested plain dicts (JSON-able)."""
+    return dataclasses.asdict(config)
+
+
+def _parse_override(text):
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Overrides look like key=value; got {text!r}.")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word is a string: data.root=/data/market
+    return key.strip(), value
+
+
+def apply_overrides(values, overrides):
+    """Sets dotted `key=value` overrides on nested dicts, in place.
+
+    Values are parsed as JSON (`3`, `0.1`, `true`, `[1, 2]`, `null`) and
+    fall back to a plain string; their type is checked when the config is
+    built, so `train.epochs=two` fails naming `train.epochs`.
+
+    Args:
+        values: Nested dicts of a config file.
+        overrides: Iterable of `"section.key=value"` strings.
+
+    Returns:
+        `values`.
+    """
+    for text in overrides or ():
+        key, value = _parse_override(text)
+        *sections, leaf = key.split(".")
+        node, cls = values, Config
+        for depth, section in enumerate(sections):
+            hints = typing.get_type_hints(cls)
+            path = ".".join(sections[: depth + 1])
+            if section not in hints or not dataclasses.is_dataclass(hints[section]):
+                raise ConfigError(f"Unknown config section `{path}` in {text!r}.")
+            cls = hints[section]
+            node = node.setdefault(section, {})
+        if leaf not in {f.name for f in dataclasses.fields(cls)}:
+            raise ConfigError(f"Unknown config key `{key}` in {text!r}.")
+        node[leaf] = value
+    return values
+
+
+def read_file(path):
+    """Nested dicts from a `.json` or `.toml` file."""
+    path = pathlib.Path(path)
+    if path.suffix == ".toml":
+        import tomllib  # Python 3.11+
+
+        return tomllib.loads(path.read_text())
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    raise ConfigError(f"Config files are .json or .toml; got {path}.")
+
+
+def load_config(path, overrides=()):
+    """Loads a config file, applies `key=value` overrides, checks it all.
+
+    Args:
+        path: A `.json` or `.toml` file.
+        overrides: `"section.key=value"` strings (the CLI's `--set`).
+
+    Returns:
+        A validated `Config`.
+
+    Raises:
+        ConfigError: An unknown key, a wrong type or a bad choice, named.
+    """
+    return from_dict(apply_overrides(read_file(path), overrides))

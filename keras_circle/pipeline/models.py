@@ -1,0 +1,121 @@
+"""Embedders, heads, losses and optimizers built from a `Config`.
+
+Backbones come from `keras.applications` with `weights=None`: nothing is
+downloaded. To start from ImageNet weights, download them once and pass the
+file as `model.weights` (loaded with `by_name`-free `load_weights` on the
+backbone, so the file must match the architecture without its top).
+"""
+
+import keras
+
+import keras_circle as kc
+
+APPLICATIONS = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+    "inception_v3": keras.applications.InceptionV3,
+    "efficientnet_b0": keras.applications.EfficientNetB0,
+}
+
+
+def small_cnn(input_shape, embedding_dim, width=32):
+    """A fast CNN for 28x28-to-64x64 images (tests, the demo).
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        embedding_dim: Embedding size.
+        width: Filters of the first block (doubled in the second).
+
+    Returns:
+        A `keras.Model` named `"embedder"` from images to embeddings.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for filters in (width, 2 * width):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(4 * width, activation="relu")(x)
+    # float32 output: similarity math stays exact under mixed precision.
+    outputs = keras.layers.Dense(embedding_dim, dtype="float32", name="embedding")(x)
+    return keras.Model(inputs, outputs, name="embedder")
+
+
+def build_embedder(config):
+    """The embedder of `config.model` for `config.data`'s image size."""
+    height, width = config.data.image_size
+    shape = (height, width, config.data.channels)
+    mc = config.model
+    if mc.backbone == "small_cnn":
+        model = small_cnn(shape, mc.embedding_dim, mc.width)
+    elif mc.backbone in APPLICATIONS:
+        backbone = APPLICATIONS[mc.backbone](
+            include_top=False, weights=None, input_shape=shape, pooling="avg"
+        )
+        if mc.weights:
+            backbone.load_weights(mc.weights)
+        inputs = keras.Input(shape, name="image")
+        x = backbone(inputs)
+        x = keras.layers.Dense(mc.embedding_dim, use_bias=False)(x)
+        # BN-neck (Luo et al. 2019): a normalised feature for cosine heads.
+        x = keras.layers.BatchNormalization(dtype="float32", name="embedding")(x)
+        model = keras.Model(inputs, x, name="embedder")
+    else:
+        raise ValueError(
+            f"`model.backbone` must be 'small_cnn' or one of {sorted(APPLICATIONS)}; "
+            f"got {mc.backbone!r}."
+        )
+    if mc.weights and mc.backbone == "small_cnn":
+        model.load_weights(mc.weights)
+    return model
+
+
+def build_training_model(config, embedder, num_classes):
+    """The model `fit` trains: the embedder, plus proxies for class labels."""
+    if config.loss.labels == "pair":
+        return embedder
+    cosine = kc.CosineProxies(num_classes, name="proxies")(embedder.output)
+    return keras.Model(embedder.input, cosine, name="trainer")
+
+
+def build_loss(config):
+    """The loss of `config.loss` (labels `"class"` or `"pair"`)."""
+    lc = config.loss
+    kwargs = {"gamma": lc.gamma, "margin": lc.margin}
+    losses = {
+        ("circle", "class"): lambda: kc.ClassCircleLoss(**kwargs),
+        ("circle", "pair"): lambda: kc.CircleLoss(**kwargs),
+        ("am_softmax", "class"): lambda: kc.AMSoftmaxLoss(**kwargs),
+        ("arcface", "class"): lambda: kc.ArcFaceLoss(**kwargs),
+        ("triplet", "pair"): lambda: kc.TripletLoss(
+            margin=lc.margin, l2_normalize=True
+        ),
+        ("keras_circle", "pair"): lambda: keras.losses.Circle(
+            gamma=lc.gamma, margin=lc.margin
+        ),
+    }
+    if (lc.name, lc.labels) not in losses:
+        raise ValueError(
+            f"`loss.name={lc.name!r}` does not take `loss.labels={lc.labels!r}`; "
+            f"valid pairs: {sorted(losses)}."
+        )
+    return losses[(lc.name, lc.labels)]()
+
+
+def build_optimizer(config, total_steps):
+    """SGD (momentum 0.9) or Adam with the rate divided by 10 at milestones."""
+    tc = config.train
+    boundaries = sorted({max(1, int(f * total_steps)) for f in tc.lr_decay_at})
+    values = [tc.learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
+    schedule = (
+        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        if boundaries
+        else tc.learning_rate
+    )
+    decay = tc.weight_decay or None
+    if tc.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=decay or 0.0)
+    return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
