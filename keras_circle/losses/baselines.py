@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from keras_circle import _checks
+from keras_circle import kernels
 from keras_circle import similarity
 from keras_circle.losses.base import IntegerLabelLoss
 from keras_circle.losses.class_level import margin_softmax_loss
@@ -69,7 +70,10 @@ def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
 
 def _unified_logits(gamma, margin):
     def logits_fn(s):
-        return -gamma * s, gamma * (s + margin)
+        def slopes():
+            return ops.full_like(s, -gamma), ops.full_like(s, gamma)
+
+        return kernels.PairLogitValues(-gamma * s, gamma * (s + margin), slopes)
 
     return logits_fn
 

@@ -1,0 +1,181 @@
+"""Fused forward and backward of the pair-wise softplus loss (Eq. 1, Eq. 6).
+
+Autodiff of `softplus(LSE_p + LSE_n)` over a similarity matrix keeps every
+elementwise intermediate of the forward pass alive for the backward pass (the
+logits, both masked exponentials, the alpha weights: several `(batch, batch)`
+float tensors) and spends two matmuls in the backward pass. Here a custom
+gradient stores one `(batch, num_refs)` matrix `H` of per-entry derivatives
+`dL_i/ds_ij` (up to the upstream gradient) and nothing else; the backward
+pass is one matmul when the references are the anchors themselves, because
+`S = E E^T` is symmetric: `dE = (G + G^T) E` with `G = g[:, None] * H`.
+
+The forward pass runs over blocks of anchor rows so that its elementwise
+temporaries are `(block, num_refs)`, not `(batch, num_refs)`.
+"""
+
+from keras import ops
+
+# Rows per block of the forward pass. 1024 rows of 8192 float32 references are
+# 32 MB per temporary: small next to the stored H, large enough that the
+# per-block matmul stays efficient on CPU.
+DEFAULT_BLOCK_SIZE = 1024
+
+
+class PairLogitValues(tuple):
+    """`(logit_p, logit_n)` that also knows their derivatives in `s`.
+
+    A logits function (such as `keras_circle.losses.circle_pair_logits`)
+    returns this in place of a bare pair of tensors so that the fused kernel
+    can build the gradient without autodiff. `slopes()` returns
+    `(dlogit_p/ds, dlogit_n/ds)` elementwise, with whatever the logits treat
+    as constants (the stop-gradient alpha weights of Eq. 9/10) held constant.
+    Unpacking it as a 2-tuple works as before.
+    """
+
+    def __new__(cls, logit_p, logit_n, slopes):
+        values = super().__new__(cls, (logit_p, logit_n))
+        values._slopes = slopes
+        return values
+
+    def slopes(self):
+        return self._slopes()
+
+
+def _masked_softmax(logits, mask):
+    """Log-sum-exp over `mask` per row, its softmax weights, and non-emptiness.
+
+    Each row is shifted by the maximum of its own masked entries (a shared
+    maximum underflows at gamma=256, see `similarity.masked_logsumexp`).
+    """
+    neg_inf = ops.cast(float("-inf"), logits.dtype)
+    masked = ops.where(mask, logits, neg_inf)
+    row_max = ops.max(masked, axis=-1, keepdims=True)
+    row_max = ops.where(ops.isfinite(row_max), row_max, ops.zeros_like(row_max))
+    exps = ops.exp(masked - row_max)
+    total = ops.sum(exps, axis=-1, keepdims=True)
+    nonempty = ops.squeeze(total > 0, -1)
+    total = ops.where(total > 0, total, ops.ones_like(total))
+    lse = ops.squeeze(row_max + ops.log(total), -1)
+    return lse, exps / total, nonempty
+
+
+def _block_forward(anchors, refs, labels, ref_labels, row_index, logits_fn):
+    """Losses, validity and `H = dL/ds` for one block of anchor rows."""
+    s = ops.matmul(anchors, ops.transpose(refs))
+    positive = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(ref_labels, 0))
+    negative = ops.logical_not(positive)
+    if row_index is not None:
+        columns = ops.arange(ops.shape(ref_labels)[0], dtype="int32")
+        not_self = ops.not_equal(ops.expand_dims(row_index, 1), columns[None, :])
+        positive = ops.logical_and(positive, not_self)
+    values = logits_fn(s)
+    logit_p, logit_n = values
+    slope_p, slope_n = values.slopes()
+    lse_p, weight_p, has_p = _masked_softmax(logit_p, positive)
+    lse_n, weight_n, has_n = _masked_softmax(logit_n, negative)
+    valid = ops.logical_and(has_p, has_n)
+    inner = ops.where(valid, lse_p + lse_n, ops.zeros_like(lse_p))
+    losses = ops.where(valid, ops.softplus(inner), ops.zeros_like(inner))
+    # Z = 1 - exp(-L) = sigmoid(LSE_p + LSE_n) (Eq. 9/10), 0 for invalid rows.
+    z = ops.where(valid, ops.sigmoid(inner), ops.zeros_like(inner))
+    h = ops.expand_dims(z, 1) * (weight_p * slope_p + weight_n * slope_n)
+    return losses, valid, h
+
+
+def _blocks(n, block_size):
+    """Static `(start, stop)` row blocks, or one block when `n` is unknown."""
+    if n is None or block_size is None or n <= block_size:
+        return [(None, None)]
+    return [(i, min(i + block_size, n)) for i in range(0, n, block_size)]
+
+
+def _forward(anchors, refs, labels, ref_labels, self_index, logits_fn, block_size):
+    parts = []
+    for start, stop in _blocks(anchors.shape[0], block_size):
+        rows = slice(start, stop)
+        parts.append(
+            _block_forward(
+                anchors[rows],
+                refs,
+                labels[rows],
+                ref_labels,
+                None if self_index is None else self_index[rows],
+                logits_fn,
+            )
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(ops.concatenate(list(p), axis=0) for p in zip(*parts, strict=True))
+
+
+def _pack(losses, valid):
+    # One float output: custom gradients of mixed int/bool outputs differ
+    # between backends; the validity column gets no gradient.
+    return ops.stack([losses, ops.cast(valid, losses.dtype)], axis=1)
+
+
+def fused_pair_softplus(
+    labels,
+    anchors,
+    logits_fn,
+    ref_labels=None,
+    refs=None,
+    self_index=None,
+    block_size=DEFAULT_BLOCK_SIZE,
+):
+    """`softplus(LSE_p + LSE_n)` per anchor with a hand-written gradient.
+
+    Args:
+        labels: Integer labels of the anchors, `(batch_size,)`.
+        anchors: L2-normalised float32 anchors, `(batch_size, dim)`.
+        logits_fn: Maps similarities to a `PairLogitValues`.
+        ref_labels, refs: Labels and L2-normalised embeddings of the
+            references. `None` means the anchors themselves (symmetric case:
+            one backward matmul). Defaults to `None`.
+        self_index: Column of each anchor among the references, never a pair.
+            Defaults to `arange(batch_size)` in the symmetric case, else none.
+        block_size: Anchor rows per forward block; `None` for one block.
+            Defaults to `DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        `(losses, valid)` as in `keras_circle.losses.pair_softplus_loss`.
+        Labels get no gradient.
+    """
+    labels = ops.convert_to_tensor(labels)
+    if refs is None:
+        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+
+        @ops.custom_gradient
+        def symmetric(e):
+            losses, valid, h = _forward(
+                e, e, labels, labels, self_index, logits_fn, block_size
+            )
+
+            def grad(upstream):
+                g = ops.expand_dims(upstream[:, 0], 1)
+                # dL/dS = G = g * H; S = E E^T gives dE = (G + G^T) E.
+                return ops.matmul(g * h + ops.transpose(g * h), e)
+
+            return _pack(losses, valid), grad
+
+        out = symmetric(anchors)
+    else:
+        ref_labels = ops.convert_to_tensor(ref_labels)
+        if self_index is not None:
+            self_index = ops.cast(self_index, "int32")
+
+        @ops.custom_gradient
+        def general(a, r):
+            losses, valid, h = _forward(
+                a, r, labels, ref_labels, self_index, logits_fn, block_size
+            )
+
+            def grad(upstream):
+                gh = ops.expand_dims(upstream[:, 0], 1) * h
+                # S = A R^T: dA = G R, dR = G^T A.
+                return ops.matmul(gh, r), ops.matmul(ops.transpose(gh), a)
+
+            return _pack(losses, valid), grad
+
+        out = general(anchors, refs)
+    return out[:, 0], out[:, 1] > 0.5

@@ -1,0 +1,129 @@
+"""The fused pair-wise kernel against autodiff of the plain formulation."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_circle import kernels
+from keras_circle.losses.baselines import _unified_logits
+from keras_circle.losses.pairwise import circle_pair_logits
+from keras_circle.losses.pairwise import pair_softplus_loss
+from tests.losses.backend import jit
+from tests.losses.backend import value_and_grad
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def circle(gamma, margin, stop):
+    return lambda s: circle_pair_logits(s, gamma, margin, stop)
+
+
+def plain(logits_fn):
+    """The same logits as a bare tuple: `pair_softplus_loss` then autodiffs."""
+    return lambda s: tuple(logits_fn(s))
+
+
+def batch(rng, n=13, dim=6, classes=4):
+    labels = rng.integers(0, classes, size=n)
+    labels[-1] = 999  # an anchor without positives
+    return labels, rng.normal(size=(n, dim)).astype("float32")
+
+
+def rel_diff(actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(
+        np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-12)
+    )
+
+
+def check(rng, logits_fn, n_refs=None, self_index=None, block_size=None):
+    labels, e = batch(rng)
+    upstream = rng.uniform(0.5, 2.0, size=len(labels)).astype("float32")
+    if n_refs is None:
+        refs = ()
+    else:
+        ref_labels = np.concatenate([labels, rng.integers(0, 4, size=n_refs)])
+        refs = (rng.normal(size=(len(ref_labels), e.shape[1])).astype("float32"),)
+        refs[0][: len(labels)] = e
+
+    def run(fn, fused):
+        def scalar(e, *r):
+            if fused and block_size is not None:
+                from keras_circle import similarity
+
+                norm = similarity.l2_normalize
+                losses, _ = kernels.fused_pair_softplus(
+                    labels,
+                    norm(e),
+                    fn,
+                    ref_labels if r else None,
+                    norm(r[0]) if r else None,
+                    self_index,
+                    block_size=block_size,
+                )
+            elif r:
+                losses, _ = pair_softplus_loss(
+                    labels, e, fn, ref_labels, r[0], self_index
+                )
+            else:
+                losses, _ = pair_softplus_loss(labels, e, fn)
+            return keras.ops.sum(losses * upstream)
+
+        return value_and_grad(scalar, e, *refs)
+
+    value, grads = run(logits_fn, True)
+    ref_value, ref_grads = run(plain(logits_fn), False)
+    assert rel_diff(value, ref_value) < 1e-5
+    for g, ref_g in zip(grads, ref_grads, strict=True):
+        assert rel_diff(g, ref_g) < 1e-5
+
+
+@pytest.mark.parametrize("stop", [True, False])
+@pytest.mark.parametrize("gamma,margin", [(80.0, 0.4), (256.0, 0.25)])
+def test_symmetric_matches_autodiff(rng, gamma, margin, stop):
+    check(rng, circle(gamma, margin, stop))
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_references_match_autodiff(rng, stop):
+    """References from a memory bank: the first 13 are the anchors themselves."""
+    check(rng, circle(80.0, 0.4, stop), n_refs=7, self_index=np.arange(13))
+    check(rng, circle(80.0, 0.4, stop), n_refs=7)
+
+
+@pytest.mark.parametrize("refs", [None, 7])
+def test_blocks_that_do_not_divide_the_batch(rng, refs):
+    index = None if refs is None else np.arange(13)
+    check(rng, circle(256.0, 0.25, True), n_refs=refs, self_index=index, block_size=5)
+
+
+def test_unified_loss_is_fused(rng):
+    assert isinstance(_unified_logits(80.0, 0.4)(np.zeros((1, 1), "float32")), tuple)
+    check(rng, _unified_logits(80.0, 0.4))
+
+
+def test_no_valid_anchor_gives_zero_gradient():
+    labels = np.arange(6)
+    e = np.random.default_rng(1).normal(size=(6, 4)).astype("float32")
+
+    def scalar(e):
+        losses, valid = pair_softplus_loss(labels, e, circle(80.0, 0.4, True))
+        return keras.ops.sum(losses)
+
+    value, (grad,) = value_and_grad(scalar, e)
+    assert value == 0 and np.all(grad == 0)
+
+
+def test_xla(rng):
+    labels, e = batch(rng)
+    fn = circle(128.0, 0.25, True)
+
+    def losses(e):
+        return pair_softplus_loss(labels, e, fn)[0]
+
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(jit(losses)(e)),
+        keras.ops.convert_to_numpy(losses(e)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
