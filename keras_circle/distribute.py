@@ -41,6 +41,20 @@ def in_replica_context():
     return replica_context() is not None
 
 
+def _placed(ctx, value):
+    """`value` pinned to this replica's device.
+
+    `MultiWorkerMirroredStrategy` with one replica per worker gathers only
+    tensors that carry a device string ("destinations can not be empty");
+    under `MirroredStrategy` they already carry one.
+    """
+    devices = ctx.strategy.extended.worker_devices
+    if getattr(value, "device", "") or len(devices) != 1:
+        return value
+    with tf.device(devices[0]):
+        return tf.identity(value)
+
+
 def gather_references(labels, embeddings):
     """All-gathers the global batch for the anchors of this replica.
 
@@ -61,12 +75,12 @@ def gather_references(labels, embeddings):
     ctx = replica_context()
     if ctx is None:
         return labels, embeddings, tf.range(local_size, dtype=tf.int32)
-    sizes = ctx.all_gather(tf.reshape(local_size, (1,)), axis=0)
+    sizes = ctx.all_gather(_placed(ctx, tf.reshape(local_size, (1,))), axis=0)
     replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
     before = tf.range(ctx.num_replicas_in_sync, dtype=tf.int32) < replica
     offset = tf.reduce_sum(tf.where(before, sizes, tf.zeros_like(sizes)))
-    ref_labels = ctx.all_gather(labels, axis=0)
-    ref_embeddings = ctx.all_gather(embeddings, axis=0)
+    ref_labels = ctx.all_gather(_placed(ctx, labels), axis=0)
+    ref_embeddings = ctx.all_gather(_placed(ctx, embeddings), axis=0)
     self_index = offset + tf.range(local_size, dtype=tf.int32)
     return ref_labels, ref_embeddings, self_index
 
@@ -81,7 +95,7 @@ def global_sum(value):
     ctx = replica_context()
     if ctx is None:
         return value
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, _placed(ctx, value))
 
 
 def num_replicas():

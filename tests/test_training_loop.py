@@ -1,0 +1,123 @@
+"""`keras_circle.training.train_loop` under the default, Mirrored and
+MultiWorkerMirrored strategies, and its resumable checkpoints."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_circle
+from keras_circle.training import train_loop
+from tests import training_worker as worker
+from tests.mirrored import mirrored_strategy
+
+ATOL = 1e-5
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(strategy, steps=worker.STEPS, **kwargs):
+    return train_loop(
+        strategy,
+        worker.model_fn,
+        keras_circle.CircleLoss(),
+        worker.optimizer_fn,
+        worker.dataset_fn,
+        steps,
+        verbose=0,
+        **kwargs,
+    )
+
+
+def _max_diff(a, b):
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def single():
+    """The reference: the same global batches on one device."""
+    model, history = _run(tf.distribute.get_strategy())
+    return model.get_weights(), history
+
+
+def test_mirrored_matches_single_device(single):
+    weights, history = single
+    model, mirrored = _run(mirrored_strategy())
+    assert _max_diff(model.get_weights(), weights) < ATOL
+    np.testing.assert_allclose(mirrored["loss"], history["loss"], rtol=1e-5)
+    assert mirrored["step"] == [1, 2, 3, 4]
+
+
+def test_resume_from_checkpoint(single, tmp_path):
+    """Two steps, a 'crash', then a restart runs steps 3-4 from the checkpoint."""
+    weights, history = single
+    _, first = _run(tf.distribute.get_strategy(), 2, checkpoint_dir=str(tmp_path))
+    assert first["step"] == [1, 2]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    model, second = _run(tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path))
+    assert second["step"] == [3, 4]
+    np.testing.assert_allclose(second["loss"], history["loss"][2:], rtol=1e-5)
+    assert _max_diff(model.get_weights(), weights) < ATOL
+    # A finished run resumes to nothing.
+    _, third = _run(tf.distribute.get_strategy(), checkpoint_dir=str(tmp_path))
+    assert third["step"] == []
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_match_single_process(single, tmp_path):
+    """Two `MultiWorkerMirroredStrategy` processes on 127.0.0.1 agree with one."""
+    weights, history = single
+    cluster = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ)
+        env.update(
+            TF_CONFIG=json.dumps(
+                {
+                    "cluster": {"worker": cluster},
+                    "task": {"type": "worker", "index": index},
+                }
+            ),
+            KERAS_BACKEND="tensorflow",
+            TF_CPP_MIN_LOG_LEVEL="2",
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONPATH=ROOT,
+        )
+        out = tmp_path / f"worker{index}.npz"
+        command = [sys.executable, "-m", "tests.training_worker", str(out)]
+        procs.append(
+            subprocess.Popen(
+                [*command, str(worker.STEPS)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=150)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, output in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, output[-3000:]
+    for index in range(2):
+        result = np.load(tmp_path / f"worker{index}.npz")
+        got = [result[f"w{i}"] for i in range(len(weights))]
+        assert _max_diff(got, weights) < ATOL
+        np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-5)
