@@ -32,6 +32,44 @@ def margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):
     return ops.logsumexp(logits, axis=-1) - picked
 
 
+def sampled_margin_softmax_loss(cosine, logits_fn, names=("labels", "cosine")):
+    """`margin_softmax_loss` over the sampled layout of `CosineProxies`.
+
+    Row `i` of `cosine` `(batch_size, batch_size + R)` has its target in
+    column `i`; `-inf` entries are no class for that row and drop out of the
+    softmax (and get no gradient). With every class present once per row this
+    is exactly `margin_softmax_loss` over all classes.
+
+    Returns:
+        Float32 tensor `(batch_size,)`.
+    """
+    s = ops.convert_to_tensor(cosine)
+    if len(s.shape) != 2:
+        raise ValueError(
+            f"`{names[1]}` must have shape (batch_size, batch_size + R); "
+            f"received shape {tuple(s.shape)}."
+        )
+    s = ops.cast(s, "float32")
+    keep = s > float("-inf")
+    # -inf marks a skipped column; NaN or +inf is still a faulty input.
+    _checks._assert(
+        ops.all(ops.logical_or(ops.isfinite(s), ops.logical_not(keep))),
+        f"`{names[1]}` contains NaN or +inf values; the loss needs cosines "
+        "(or -inf for a skipped column).",
+        [s],
+    )
+    # Cosines only enter the logits where kept: -inf * alpha would be NaN.
+    s = ops.where(keep, s, ops.zeros_like(s))
+    rows = ops.arange(ops.shape(s)[0], dtype="int32")
+    columns = ops.arange(ops.shape(s)[1], dtype="int32")
+    target = ops.equal(rows[:, None], columns[None, :])
+    target_logits, other_logits = logits_fn(s)
+    logits = ops.where(target, target_logits, other_logits)
+    logits = ops.where(keep, logits, ops.full_like(logits, float("-inf")))
+    picked = ops.sum(ops.where(target, logits, ops.zeros_like(logits)), axis=-1)
+    return ops.logsumexp(logits, axis=-1) - picked
+
+
 def _circle_class_logits(gamma, margin, stop_alpha_gradient):
     def logits_fn(s):
         logit_p, logit_n = circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
@@ -88,6 +126,11 @@ class ClassCircleLoss(IntegerLabelLoss):
       an error, never a silent loss.
     - Computation is float32 whatever the dtype policy; the reduced loss is the
       mean over the batch, in float32.
+    - `sampled=True` reads the sampled layout of
+      `CosineProxies(sample_fraction=...)(embeddings, labels=labels)` (Partial
+      FC): column `i` is the target of sample `i`, `-inf` columns are skipped,
+      every other column is a negative class. With every class in the layout
+      (outside training) it equals the full loss.
 
     Formula:
 
@@ -102,6 +145,9 @@ class ClassCircleLoss(IntegerLabelLoss):
             recognition setting; 128 for person re-identification).
         margin: Relaxation margin `m` in `[0, 1)`. Defaults to `0.25`.
         stop_alpha_gradient: Defaults to `True`.
+        sampled: Read the sampled layout of `CosineProxies` called with
+            `labels`, not `(batch_size, num_classes)` cosines. Defaults to
+            `False`.
         reduction: Keras reduction. Defaults to `"sum_over_batch_size"`.
         name: Defaults to `"class_circle_loss"`.
         dtype: Accepted for Keras compatibility; computation stays float32.
@@ -126,6 +172,7 @@ class ClassCircleLoss(IntegerLabelLoss):
         gamma=256.0,
         margin=0.25,
         stop_alpha_gradient=True,
+        sampled=False,
         reduction="sum_over_batch_size",
         name="class_circle_loss",
         dtype=None,
@@ -134,14 +181,17 @@ class ClassCircleLoss(IntegerLabelLoss):
         self.gamma = _checks.check_gamma(gamma)
         self.margin = _checks.check_margin(margin)
         self.stop_alpha_gradient = bool(stop_alpha_gradient)
+        self.sampled = bool(sampled)
 
     def per_sample(self, labels, y_pred):
-        losses = margin_softmax_loss(
-            labels,
-            y_pred,
-            _circle_class_logits(self.gamma, self.margin, self.stop_alpha_gradient),
-            names=("y_true", "y_pred"),
+        logits_fn = _circle_class_logits(
+            self.gamma, self.margin, self.stop_alpha_gradient
         )
+        names = ("y_true", "y_pred")
+        if self.sampled:
+            losses = sampled_margin_softmax_loss(y_pred, logits_fn, names)
+        else:
+            losses = margin_softmax_loss(labels, y_pred, logits_fn, names)
         return losses, ops.ones_like(losses, dtype="bool")
 
     def _hyperparameters(self):
@@ -149,4 +199,5 @@ class ClassCircleLoss(IntegerLabelLoss):
             "gamma": self.gamma,
             "margin": self.margin,
             "stop_alpha_gradient": self.stop_alpha_gradient,
+            "sampled": self.sampled,
         }

@@ -1,0 +1,261 @@
+"""Forward+backward time and peak memory of keras_circle losses against the
+bare similarity product (the floor) and against peers, in one run.
+
+Each case runs in its own subprocess, so its peak RSS (`ru_maxrss`) is its
+own. Every process uses the same number of threads (`--threads`, default 2).
+Times are medians of `--repeats` forward+backward steps after a warm-up,
+with XLA on and off for every TensorFlow case; PyTorch cases
+(pytorch-metric-learning's `CircleLoss`) run when torch is importable.
+
+Usage:
+
+```
+python benchmarks/bench_losses.py            # the README figures
+python benchmarks/bench_losses.py --quick    # smoke run, small sizes
+```
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAIR_CASES = ("floor", "ours", "keras")
+CLASS_CASES = ("class_floor", "class_ours", "class_sampled")
+
+
+def _limit_threads(threads):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
+def _labels(rng, batch, per_class=8):
+    # P x K batches as the samplers make them: `per_class` samples per class.
+    return rng.permutation(batch) // per_class
+
+
+def _time(step, repeats, warmup=2):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _torch_case(args):
+    import numpy as np
+    import torch
+    from pytorch_metric_learning import losses as pml_losses
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    e = torch.tensor(
+        rng.normal(size=(args.batch, args.dim)).astype("float32"), requires_grad=True
+    )
+    labels = torch.tensor(_labels(rng, args.batch))
+    loss_fn = pml_losses.CircleLoss(m=0.4, gamma=80)
+
+    def step():
+        e.grad = None
+        loss_fn(e, labels).backward()
+
+    return _time(step, args.repeats)
+
+
+def _tf_case(args):
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    sys.path.insert(0, ROOT)
+    import keras_circle
+
+    rng = np.random.default_rng(0)
+    e = tf.Variable(rng.normal(size=(args.batch, args.dim)).astype("float32"))
+    labels = tf.constant(_labels(rng, args.batch))
+    variables = [e]
+    if args.case == "floor":
+
+        def loss_fn():
+            return tf.reduce_sum(tf.matmul(e, e, transpose_b=True))
+
+    elif args.case == "ours":
+        circle = keras_circle.CircleLoss(gamma=80.0, margin=0.4)
+
+        def loss_fn():
+            return circle(labels, e)
+
+    elif args.case == "keras":
+        circle = keras.losses.Circle(gamma=80.0, margin=0.4)
+
+        def loss_fn():
+            return circle(labels, e)
+
+    else:
+        labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
+        proxies = keras_circle.CosineProxies(
+            args.classes,
+            sample_fraction=args.fraction if args.case == "class_sampled" else None,
+        )
+        proxies.build((None, args.dim))
+        w = proxies.proxies
+        variables = [e, w]
+        loss = keras_circle.ClassCircleLoss(sampled=args.case == "class_sampled")
+        if args.case == "class_floor":
+
+            def loss_fn():
+                return tf.reduce_sum(tf.matmul(e, w, transpose_b=True))
+
+        elif args.case == "class_ours":
+
+            def loss_fn():
+                return loss(labels, proxies(e))
+
+        else:
+
+            def loss_fn():
+                return loss(labels, proxies(e, labels=labels, training=True))
+
+    @tf.function(jit_compile=bool(args.xla))
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss_fn()
+        return value, tape.gradient(value, variables)
+
+    return _time(lambda: tf.nest.map_structure(np.asarray, step()), args.repeats)
+
+
+def _child(args):
+    _limit_threads(args.threads)
+    seconds = _torch_case(args) if args.case == "pml" else _tf_case(args)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+
+
+def _run(case, batch, args, xla=0, classes=0, repeats=None):
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--case", case, "--batch", str(batch), "--dim", str(args.dim),
+        "--classes", str(classes), "--fraction", str(args.fraction),
+        "--xla", str(xla), "--threads", str(args.threads),
+        "--repeats", str(repeats or args.repeats),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _machine():
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores visible, {platform.python_version()}"
+
+
+def _has_torch():
+    try:
+        import pytorch_metric_learning  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fmt(r, key="seconds"):
+    if "error" in r:
+        return "error"
+    if key == "seconds":
+        return f"{r['seconds']:.4f}"
+    return f"{r['peak_bytes'] / 2**30:.2f}"
+
+
+def _best(results, case):
+    times = [
+        r["seconds"] for (c, _), r in results.items() if c == case and "seconds" in r
+    ]
+    return min(times) if times else float("nan")
+
+
+def _table(title, results, floor, peer=None, key="seconds"):
+    unit = "s" if key == "seconds" else "GiB peak RSS"
+    print(f"\n### {title}\n")
+    head = f"| case | XLA | {unit} | / floor (best) |"
+    print(head + (" / keras.losses.Circle (best) |" if peer else ""))
+    print("|---" * (4 + bool(peer)) + "|")
+    for (case, xla), r in results.items():
+        row = f"| {case} | {'-' if xla is None else ('on' if xla else 'off')} "
+        row += f"| {_fmt(r, key)} "
+        if "error" in r:
+            print(row + f"| {r['error']} |")
+            continue
+        base = {k: v for k, v in results.items() if k[0] == floor}
+        value = r[key]
+        floor_value = min(v[key] for v in base.values() if key in v)
+        row += f"| {value / floor_value:.2f} "
+        if peer:
+            peer_value = min(
+                v[key] for k, v in results.items() if k[0] == peer and key in v
+            )
+            row += f"| {value / peer_value:.2f} "
+        print(row + "|")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=100_000)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.case:
+        return _child(args)
+    torch = _has_torch()
+    batches, memory_batch, classes = (1024, 4096), 8192, args.classes
+    if args.quick:
+        batches, memory_batch, classes, args.repeats = (256,), 512, 5000, 2
+    print(f"Machine: {_machine()}; {args.threads} threads per process.")
+    print(f"Embedding dim {args.dim}; medians of {args.repeats} fwd+bwd steps.")
+    cases = [(c, x) for c in PAIR_CASES for x in (0, 1)]
+    if torch:
+        cases.append(("pml", None))
+    for batch in batches:
+        results = {(c, x): _run(c, batch, args, x or 0) for c, x in cases}
+        _table(f"Pair-wise, B={batch}", results, "floor", "keras")
+    results = {(c, x): _run(c, memory_batch, args, x or 0, repeats=1) for c, x in cases}
+    _table(f"Peak memory, B={memory_batch}", results, "floor", "keras", "peak_bytes")
+    cases = [(c, x) for c in CLASS_CASES for x in (0, 1)]
+    results = {(c, x): _run(c, 512, args, x, classes) for c, x in cases}
+    title = f"Class-level, B=512, C={classes}, sampled fraction {args.fraction}"
+    _table(title, results, "class_floor")
+    _table(title + " (memory)", results, "class_floor", key="peak_bytes")
+
+
+if __name__ == "__main__":
+    main()
