@@ -1,0 +1,184 @@
+"""Cross-batch memory (XBM): recent embeddings as extra references of Circle loss.
+
+The design keeps "losses hold no state; layers hold weights":
+
+- `CrossBatchMemory` is a layer placed after the embedder. It returns its
+  input unchanged and owns the queue as non-trainable variables (embeddings,
+  labels, a write pointer, a filled count), so the memory is saved and restored
+  with the model's weights and checkpoints.
+- `XBMCircleLoss` is given the layer. In `fit` only the loss sees the labels,
+  so the loss reads the memory and then hands the batch (stop-gradient copies)
+  to `CrossBatchMemory.enqueue`. The layer arms the enqueue when called with
+  `training=True` and disarms it otherwise, so `evaluate` never writes
+  validation embeddings into the queue.
+"""
+
+import keras
+from keras import ops
+
+from keras_circle import _checks
+from keras_circle.losses.pairwise import CircleLoss
+from keras_circle.losses.pairwise import circle_pair_logits
+from keras_circle.losses.pairwise import pair_softplus_loss
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class CrossBatchMemory(keras.layers.Layer):
+    """A queue of the most recent `size` embeddings and labels (identity layer).
+
+    Returns its input unchanged. `XBMCircleLoss` reads the queue as extra
+    references and appends each training batch to it; the oldest entries are
+    overwritten first (a ring buffer). Entries are float32 stop-gradient copies.
+
+    Args:
+        size: Number of entries. Must be at least the batch size.
+        **kwargs: Standard layer arguments.
+
+    Example:
+
+    ```python
+    memory = keras_circle.xbm.CrossBatchMemory(1024)
+    model = keras.Sequential([embedder, memory])
+    model.compile("adam", loss=keras_circle.xbm.XBMCircleLoss(memory))
+    ```
+
+    Reference:
+        Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020.
+    """
+
+    def __init__(self, size, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"`size` must be a positive int; received {size!r}.")
+        self.size = size
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError("`CrossBatchMemory` needs a known embedding size.")
+        weight = self.add_weight
+        self.embeddings = weight(
+            shape=(self.size, dim), initializer="zeros", trainable=False,
+            dtype="float32", name="embeddings",
+        )  # fmt: skip
+        self.labels = weight(
+            shape=(self.size,), initializer="zeros", trainable=False,
+            dtype="int64", name="labels",
+        )  # fmt: skip
+        self.pointer = weight(
+            shape=(), initializer="zeros", trainable=False, dtype="int32",
+            name="pointer",
+        )  # fmt: skip
+        self.filled = weight(
+            shape=(), initializer="zeros", trainable=False, dtype="int32",
+            name="filled",
+        )  # fmt: skip
+        self.armed = weight(
+            shape=(), initializer="zeros", trainable=False, dtype="int32",
+            name="armed",
+        )  # fmt: skip
+
+    def call(self, inputs, training=None):
+        self.armed.assign(ops.cast(1 if training else 0, "int32"))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def references(self):
+        """`(labels, embeddings)` of the filled entries, oldest slots first."""
+        filled = ops.convert_to_tensor(self.filled)
+        rows = ops.arange(filled, dtype="int32")
+        labels = ops.take(ops.convert_to_tensor(self.labels), rows, axis=0)
+        embeddings = ops.take(ops.convert_to_tensor(self.embeddings), rows, axis=0)
+        return labels, ops.stop_gradient(embeddings)
+
+    def enqueue(self, labels, embeddings):
+        """Writes a batch at the pointer (wrapping around) if the layer is armed."""
+        embeddings = ops.stop_gradient(ops.cast(embeddings, "float32"))
+        labels = ops.cast(labels, "int64")
+        count = ops.shape(labels)[0]
+        armed = ops.greater(ops.convert_to_tensor(self.armed), 0)
+        pointer = ops.convert_to_tensor(self.pointer)
+        slots = ops.mod(pointer + ops.arange(count, dtype="int32"), self.size)
+        slots = ops.expand_dims(slots, 1)
+        for variable, values in ((self.embeddings, embeddings), (self.labels, labels)):
+            old = ops.convert_to_tensor(variable)
+            variable.assign(
+                ops.where(armed, ops.scatter_update(old, slots, values), old)
+            )
+        count = ops.cast(count, "int32")
+        self.pointer.assign(
+            ops.where(armed, ops.mod(pointer + count, self.size), pointer)
+        )
+        filled = ops.convert_to_tensor(self.filled)
+        self.filled.assign(
+            ops.where(armed, ops.minimum(filled + count, self.size), filled)
+        )
+        # One enqueue per training forward pass.
+        self.armed.assign(ops.zeros_like(self.armed))
+
+    def get_config(self):
+        config = super().get_config()
+        config["size"] = self.size
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_circle")
+class XBMCircleLoss(CircleLoss):
+    """Circle loss of the batch against the batch and a cross-batch memory.
+
+    Each anchor of the batch is compared with the other samples of the batch
+    (as in `CircleLoss`; the self-pair is never a pair) and with every filled
+    entry of `memory`, which are references only: never anchors and without
+    gradient. The reduction is the mean over anchors with at least one positive
+    and one negative among all references. After computing the loss, the batch
+    is appended to the memory when the memory layer was called with
+    `training=True` in the same step.
+
+    The memory is not part of the loss config: a loss restored from a saved
+    model has `memory=None` and acts as `CircleLoss`; pass the restored model's
+    layer again to keep using the memory. Single-replica: under a
+    `tf.distribute` strategy use `CircleLoss`, which gathers the global batch.
+
+    Args:
+        memory: A `CrossBatchMemory` layer of the model, or `None`.
+        gamma: Scale factor. Defaults to `80.0`.
+        margin: Relaxation margin. Defaults to `0.4`.
+        **kwargs: Other `CircleLoss` arguments. `name` defaults to
+            `"xbm_circle_loss"`.
+
+    Reference:
+        Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020;
+        Sun et al., "Circle Loss", CVPR 2020.
+    """
+
+    def __init__(self, memory=None, gamma=80.0, margin=0.4, **kwargs):
+        kwargs.setdefault("name", "xbm_circle_loss")
+        super().__init__(gamma=gamma, margin=margin, **kwargs)
+        self.memory = memory
+
+    def per_sample(self, labels, y_pred):
+        if self.memory is None:
+            return super().per_sample(labels, y_pred)
+        embeddings = _checks.float_matrix(y_pred, "y_pred")
+        _checks.same_batch(labels, embeddings)
+        labels = ops.cast(labels, "int64")
+        mem_labels, mem_embeddings = self.memory.references()
+        ref_labels = ops.concatenate([labels, mem_labels], axis=0)
+        ref_embeddings = ops.concatenate(
+            [ops.cast(embeddings, "float32"), mem_embeddings], axis=0
+        )
+
+        def logits_fn(s):
+            return circle_pair_logits(
+                s, self.gamma, self.margin, self.stop_alpha_gradient
+            )
+
+        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+        result = pair_softplus_loss(
+            labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
+        )
+        self.memory.enqueue(labels, embeddings)
+        return result

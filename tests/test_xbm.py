@@ -1,0 +1,90 @@
+"""Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`."""
+
+import keras
+import numpy as np
+
+from keras_circle.xbm import CrossBatchMemory
+from keras_circle.xbm import XBMCircleLoss
+from tests.losses import reference
+
+
+def _reference(labels, embeddings, mem_labels, mem_embeddings, gamma, margin):
+    """float64 mean over valid anchors; memory entries are references only."""
+    u = reference.normalize(embeddings)
+    m = reference.normalize(mem_embeddings) if len(mem_labels) else np.zeros((0, 4))
+    refs = np.concatenate([u, m])
+    ref_labels = np.concatenate([labels, mem_labels])
+    losses = []
+    for i in range(len(labels)):
+        pos = [j for j in range(len(refs)) if j != i and ref_labels[j] == labels[i]]
+        neg = [j for j in range(len(refs)) if ref_labels[j] != labels[i]]
+        if pos and neg:
+            s = refs @ u[i]
+            losses.append(reference.circle_anchor(s[pos], s[neg], gamma, margin)[0])
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def test_correctness_and_wrap_around(rng):
+    memory = CrossBatchMemory(8)
+    loss = XBMCircleLoss(memory, gamma=32.0, margin=0.25)
+    mem_labels = np.zeros((0,), "int64")
+    mem_embeddings = np.zeros((0, 4), "float32")
+    for step in range(4):
+        labels = rng.integers(0, 3, size=6)
+        embeddings = rng.normal(size=(6, 4)).astype("float32")
+        memory(embeddings, training=True)
+        value = float(loss(labels, embeddings))
+        expected = _reference(
+            labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
+        )
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+        # The queue keeps the 8 most recent entries (ring order).
+        mem_labels = np.concatenate([mem_labels, labels])[-8:]
+        mem_embeddings = np.concatenate([mem_embeddings, embeddings])[-8:]
+        assert int(memory.filled.numpy()) == min(6 * (step + 1), 8)
+        assert int(memory.pointer.numpy()) == 6 * (step + 1) % 8
+        order = np.argsort((np.arange(8) - int(memory.pointer.numpy())) % 8)
+        if step > 0:
+            np.testing.assert_array_equal(memory.labels.numpy()[order], mem_labels)
+            np.testing.assert_allclose(
+                memory.embeddings.numpy()[order], mem_embeddings, atol=1e-7
+            )
+
+
+def test_not_training_does_not_enqueue(rng):
+    memory = CrossBatchMemory(8)
+    loss = XBMCircleLoss(memory)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    memory(x, training=False)
+    loss(np.array([0, 0, 1, 1]), x)
+    assert int(memory.filled.numpy()) == 0
+
+
+def _model():
+    memory = CrossBatchMemory(24, name="xbm")
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, name="embed"), memory]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=XBMCircleLoss(memory))
+    return model, memory
+
+
+def test_fit_evaluate_and_save(rng, tmp_path):
+    model, memory = _model()
+    y = rng.integers(0, 4, size=64)
+    x = (rng.normal(size=(64, 6)) + y[:, None]).astype("float32")
+    history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # 4 batches of 16 through a queue of 24: wrapped around twice.
+    assert int(memory.filled.numpy()) == 24
+    assert int(memory.pointer.numpy()) == 64 % 24
+    np.testing.assert_array_equal(memory.labels.numpy()[: 64 % 24], y[48 : 48 + 16])
+    model.evaluate(x, y, batch_size=16, verbose=0)
+    assert int(memory.pointer.numpy()) == 64 % 24
+    path = tmp_path / "xbm.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    xbm = restored.get_layer("xbm")
+    np.testing.assert_array_equal(xbm.labels.numpy(), memory.labels.numpy())
+    np.testing.assert_allclose(xbm.embeddings.numpy(), memory.embeddings.numpy())
+    assert int(xbm.pointer.numpy()) == int(memory.pointer.numpy())
