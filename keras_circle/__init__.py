@@ -15,5 +15,7 @@ from keras_circle.losses import TripletLoss
 from keras_circle.losses import UnifiedPairLoss
 from keras_circle.presets import PRESETS
 from keras_circle.presets import circle_loss_for
+from keras_circle.xbm import CrossBatchMemory
+from keras_circle.xbm import XBMCircleLoss
 
 __version__ = "0.1.0"
