@@ -86,7 +86,107 @@ def _run_export(args):
     return 0
 
 
-SUBCOMMANDS = [_add_export]
+def _add_train(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="Train, evaluate and export one run from a config file.",
+        description="Runs train_and_evaluate: trains (resuming from WORKDIR's "
+        "last backup), evaluates with the task's protocol, writes report.json, "
+        "plots, and exports the embedder.",
+    )
+    parser.add_argument("config", help="A .json or .toml config (see configs/).")
+    parser.add_argument("--workdir", default="runs/default", help="Run folder.")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. --set train.epochs=3 (repeatable).",
+    )
+    parser.set_defaults(func=_run_train)
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="Evaluate a finished run's model.keras again.",
+    )
+    parser.add_argument("config", help="The run's config file.")
+    parser.add_argument("--workdir", default="runs/default", help="Run folder.")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
+    )
+    parser.set_defaults(func=_run_evaluate)
+
+
+def _add_demo(subparsers):
+    parser = subparsers.add_parser(
+        "demo",
+        help="Offline demo on the packaged Fashion-MNIST subset (a few minutes).",
+    )
+    parser.add_argument("--workdir", default="keras_circle_demo", help="Output folder.")
+    parser.add_argument("--epochs", type=int, default=6, help="Epochs (6).")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=80, help="10 x 10 batches per epoch."
+    )
+    parser.set_defaults(func=_run_demo)
+
+
+def _load(args, command):
+    from keras_circle import config
+
+    try:
+        return config.load_config(args.config, args.overrides)
+    except (OSError, config.ConfigError) as error:
+        print(f"keras-circle {command}: error: {error}", file=sys.stderr)
+        return None
+
+
+def _print_summary(report):
+    metrics = {k: v for k, v in report["metrics"].items() if not isinstance(v, dict)}
+    for key, value in report["metrics"].items():
+        if isinstance(value, dict):
+            metrics.update({f"{key}[{k}]": v for k, v in value.items()})
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            print(f"{key:>24}: {value:.4f}")
+    for key, value in report["artifacts"].items():
+        print(f"{key:>24}: {value}")
+
+
+def _run_train(args):
+    config = _load(args, "train")
+    if config is None:
+        return 2
+    from keras_circle import pipeline
+
+    report = pipeline.train_and_evaluate(config, args.workdir)
+    print(f"{report['steps']} steps in {report['seconds']['total']:.0f} s")
+    _print_summary(report)
+    return 0
+
+
+def _run_evaluate(args):
+    config = _load(args, "evaluate")
+    if config is None:
+        return 2
+    from keras_circle import pipeline
+
+    _print_summary(pipeline.evaluate(config, args.workdir))
+    return 0
+
+
+def _run_demo(args):
+    from keras_circle import demo
+
+    demo.run_demo(
+        args.workdir, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch
+    )
+    return 0
+
+
+SUBCOMMANDS = [_add_train, _add_evaluate, _add_export, _add_demo]
 
 
 def build_parser():
