@@ -120,6 +120,7 @@ class TrainConfig:
         seed: Seed of weights and sampling.
         mixed_precision: `""`, `"mixed_float16"` or `"mixed_bfloat16"`.
         xla: `jit_compile` (honoured on one replica; see DESIGN.md 5).
+        replicas: Use the first this many visible devices (0: all of them).
         tensorboard: Write TensorBoard logs under `workdir/logs`.
         verbose: Keras `fit` verbosity (1: progress bars).
     """
@@ -134,6 +135,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = ""
     xla: bool = False
+    replicas: int = 0
     tensorboard: bool = True
     verbose: int = 1
 

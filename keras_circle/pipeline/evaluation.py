@@ -79,11 +79,17 @@ def _faces(config, embedder, task, plot_dir):
         is_same = pairs["is_same"]
     else:
         images, labels, _ = task.eval_sets["test"]
-        per_fold = max(10, min(300, len(labels) // 40))
-        pairs = data.sample_verification_pairs(labels, pairs_per_fold=per_fold)
+        # Identity-disjoint folds need two identities each (10 as LFW when
+        # there are enough).
+        folds = max(2, min(10, len(np.unique(labels)) // 2))
+        per_fold = max(10, min(300, len(labels) // (4 * folds)))
+        pairs = data.sample_verification_pairs(
+            labels, num_folds=folds, pairs_per_fold=per_fold
+        )
         x = embed(embedder, images, task, size)
         a, b, is_same = x[pairs["index_a"]], x[pairs["index_b"]], pairs["is_same"]
-    metrics = retrieval.verification_metrics(a, b, is_same)
+    folds = int(np.max(pairs["folds"])) + 1
+    metrics = retrieval.verification_metrics(a, b, is_same, folds=folds)
     roc = metrics.pop("roc")
     if config.eval.plots:
         plots.plot_roc(roc["fpr"], roc["tpr"], plot_dir / "roc.png", auc=metrics["auc"])

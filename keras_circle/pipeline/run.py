@@ -37,14 +37,20 @@ from keras_circle.pipeline import models
 from keras_circle.pipeline.datasets import load_task_data
 
 
-def select_strategy():
+def select_strategy(replicas=0):
     """`MultiWorkerMirroredStrategy` under `TF_CONFIG`, else `MirroredStrategy`.
 
     `MirroredStrategy()` takes every visible GPU, or the CPU when there is
-    none (or the logical CPUs when the CPU was split beforehand).
+    none (or the logical CPUs when the CPU was split beforehand); with
+    `replicas > 0` only the first `replicas` of those devices.
     """
     if json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster"):
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if replicas:
+        devices = tf.config.list_logical_devices(
+            "GPU"
+        ) or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices[:replicas]])
     return tf.distribute.MirroredStrategy()
 
 
@@ -178,7 +184,7 @@ def train_and_evaluate(config, workdir):
         # A fresh run (no backup to resume): start the history anew.
         (workdir / "history.csv").unlink(missing_ok=True)
     task = load_task_data(config)
-    strategy = select_strategy()
+    strategy = select_strategy(config.train.replicas)
     steps_per_epoch, backup_every, total = _schedule(config, task)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         model, embedder = _fit_multi_worker(
