@@ -1,0 +1,34 @@
+"""The offline demo, with a small budget: report, plots, SavedModel, ONNX."""
+
+import json
+
+from keras_circle import cli
+
+
+def test_demo_small_budget_writes_everything(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    assert (
+        cli.main(
+            [
+                "demo",
+                "--workdir",
+                str(workdir),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "10",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((workdir / "report.json").read_text())
+    assert set(report["results"]) == {"circle_loss", "raw_pixels"}
+    for name in report["results"]:
+        assert set(report["results"][name]["recall_at_k"]) == {"1", "2", "4", "8"}
+        assert 0.0 < report["results"][name]["map_at_r"] <= 1.0
+    for path in report["artifacts"]["plots"].values():
+        assert (workdir / "plots").exists() and path.endswith(".png")
+    assert (workdir / "saved_model" / "1" / "saved_model.pb").exists()
+    assert (workdir / "embedder.onnx").exists()
+    out = capsys.readouterr().out
+    assert "raw_pixels" in out and "ONNX" in out
