@@ -108,6 +108,24 @@ def _forward(anchors, refs, labels, ref_labels, self_index, logits_fn, block_siz
     return tuple(ops.concatenate(list(p), axis=0) for p in zip(*parts, strict=True))
 
 
+def _symmetric_backward(h, g, e, block_size):
+    """`dE = (G + G^T) E` with `G = g[:, None] * H`, one matmul per row block.
+
+    A block of rows of `G + G^T` needs that block of rows of `H` and that
+    block of its columns, so no full `(batch, batch)` temporary is formed.
+    """
+    blocks = _blocks(h.shape[0], block_size)
+    if len(blocks) == 1:
+        gh = ops.expand_dims(g, 1) * h
+        return ops.matmul(gh + ops.transpose(gh), e)
+    parts = []
+    for start, stop in blocks:
+        rows = ops.expand_dims(g[start:stop], 1) * h[start:stop]
+        columns = ops.transpose(h[:, start:stop]) * ops.expand_dims(g, 0)
+        parts.append(ops.matmul(rows + columns, e))
+    return ops.concatenate(parts, axis=0)
+
+
 def _pack(losses, valid):
     # One float output: custom gradients of mixed int/bool outputs differ
     # between backends; the validity column gets no gradient.
@@ -152,9 +170,7 @@ def fused_pair_softplus(
             )
 
             def grad(upstream):
-                g = ops.expand_dims(upstream[:, 0], 1)
-                # dL/dS = G = g * H; S = E E^T gives dE = (G + G^T) E.
-                return ops.matmul(g * h + ops.transpose(g * h), e)
+                return _symmetric_backward(h, upstream[:, 0], e, block_size)
 
             return _pack(losses, valid), grad
 
