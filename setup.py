@@ -25,10 +25,13 @@ setup(
         "keras>=3.7",
         "numpy>=1.26",
         "tensorflow-cpu>=2.16",
+        "tensorboard>=2.16",
         "matplotlib>=3.8",
         "tqdm>=4.60",
     ],
     extras_require={
+        # PyTorch and pytorch-metric-learning are only for benchmarks/bench_losses.py.
+        "bench": ["torch>=2.3", "pytorch-metric-learning>=2.5"],
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
