@@ -22,6 +22,37 @@ context while building) and under the default strategy everything is local.
 
 import tensorflow as tf
 
+_MIRRORED = {}
+
+
+def mirrored_strategy(replicas=0):
+    """The process's `MirroredStrategy` over every visible GPU, else the CPUs.
+
+    Every `MirroredStrategy` object numbers its collective operations from the
+    same start, and TensorFlow's process-wide collective executor rejects a
+    second object that reuses a number for another kind of operation
+    ("Collective instance 100 expected type 2 ..."). A program that builds
+    several models one after another (a CLI run, a test session, a notebook)
+    must therefore share one strategy per device set: this returns it.
+
+    Args:
+        replicas: Use only the first `replicas` devices; `0` for all.
+            Defaults to `0`.
+
+    Returns:
+        A `tf.distribute.MirroredStrategy`, the same object for the same
+        devices.
+    """
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices(
+        "CPU"
+    )
+    names = tuple(d.name for d in devices)
+    if replicas:
+        names = names[:replicas]
+    if names not in _MIRRORED:
+        _MIRRORED[names] = tf.distribute.MirroredStrategy(list(names))
+    return _MIRRORED[names]
+
 
 def replica_context():
     """The enclosing `tf.distribute.ReplicaContext` with 2+ replicas, or `None`.

@@ -3,16 +3,14 @@
 Each `MirroredStrategy` instance numbers its collective ops from the same
 start, and the process-wide collective executor rejects a second instance
 reusing a key with another type ("Collective instance 100 expected type 2"),
-so the tests of one process share a single instance, as a program would.
+so the tests of one process share the package's single instance
+(`keras_circle.distribute.mirrored_strategy`), as a program would.
 """
 
-import functools
-
-import tensorflow as tf
+from keras_circle import distribute
 
 
-@functools.cache
 def mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy()
+    strategy = distribute.mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
     return strategy

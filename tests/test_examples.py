@@ -62,15 +62,9 @@ def test_fine_grained_retrieval_end_to_end(tmp_path):
     assert report["metrics"]["recall_at_k"]["1"] > 0.4  # 5 unseen classes
 
 
-# Class-level losses under a 2-replica MirroredStrategy currently abort with a
-# collective type mismatch inside ClassCircleLoss's cross-replica reduction
-# (reported to the losses owner); these runs use one replica until it is fixed.
-ONE_REPLICA = "train.replicas=1"
-
-
 def test_face_recognition_end_to_end(tmp_path):
     config = config_lib.load_config(
-        ROOT / "configs/small/face_recognition.json", ["train.verbose=0", ONE_REPLICA]
+        ROOT / "configs/small/face_recognition.json", ["train.verbose=0"]
     )
     report = _train_lib("face_recognition").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["accuracy", "tar_at_far", "auc"])
@@ -81,7 +75,7 @@ def test_person_reid_end_to_end(tmp_path):
     root = make_market1501(tmp_path / "market")
     config = config_lib.load_config(
         ROOT / "configs/small/person_reid.json",
-        [f"data.root={root}", "train.verbose=0", ONE_REPLICA],
+        [f"data.root={root}", "train.verbose=0"],
     )
     report = _train_lib("person_reid").train_and_evaluate(config, tmp_path / "run")
     _check(report, tmp_path / "run", ["mAP"], expected_steps=12)

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_circle import config as config_lib
 from keras_circle import data
+from keras_circle import distribute
 from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
 from keras_circle.pipeline.datasets import load_task_data
@@ -46,12 +47,7 @@ def select_strategy(replicas=0):
     """
     if json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster"):
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if replicas:
-        devices = tf.config.list_logical_devices(
-            "GPU"
-        ) or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices[:replicas]])
-    return tf.distribute.MirroredStrategy()
+    return distribute.mirrored_strategy(replicas)
 
 
 def _schedule(config, task):

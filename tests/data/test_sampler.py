@@ -6,6 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_circle import data
+from tests.mirrored import mirrored_strategy
 
 
 def _labels():
@@ -122,7 +123,7 @@ def _global_batches(steps):
 
 
 def test_experimental_distribute_dataset_two_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
     ds = data.pk_batches(_source(), 4, 3, seed=3, epochs=1, steps_per_epoch=3)
     seen = []
@@ -134,7 +135,7 @@ def test_experimental_distribute_dataset_two_replicas():
 
 
 def test_distribute_datasets_from_function_two_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy()
     fn = data.pk_dataset_fn(_source(), 4, 3, seed=3, epochs=1, steps_per_epoch=3)
     seen = []
     for x, y in strategy.distribute_datasets_from_function(fn):
