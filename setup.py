@@ -23,6 +23,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "keras>=3.7",
+        "h5py>=3.10",
         "numpy>=1.26",
         "tensorflow-cpu>=2.16",
         "tensorboard>=2.16",

@@ -48,3 +48,39 @@ def test_sigkill_mid_run_resumes_with_same_steps(tmp_path):
     report = json.loads((workdir / "report.json").read_text())
     # An uninterrupted run does epochs * steps_per_epoch = 60 steps.
     assert report["steps"] == report["expected_steps"] == 60
+
+
+def _write_backup(backup_dir, epoch):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(backup_dir / "latest.weights.h5")
+    (backup_dir / "training_metadata.json").write_text(json.dumps({"epoch": epoch}))
+
+
+def test_half_written_backup_falls_back_to_previous(tmp_path):
+    """A kill while Keras writes its backup in place leaves a truncated file."""
+    from keras_circle.pipeline import run
+
+    backup = tmp_path / "backup"
+    _write_backup(backup, epoch=2)
+    for name in ("latest.weights.h5", "training_metadata.json"):
+        (backup / f"{name}.bkp").write_bytes((backup / name).read_bytes())
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    run._drop_unreadable_backup(backup)
+    assert weights.read_bytes() == (backup / "latest.weights.h5.bkp").read_bytes()
+
+
+def test_half_written_first_backup_starts_afresh(tmp_path):
+    from keras_circle.pipeline import run
+
+    backup = tmp_path / "backup"
+    _write_backup(backup, epoch=1)
+    (backup / "training_metadata.json").write_text('{"epo')
+    run._drop_unreadable_backup(backup)
+    assert not backup.exists()
+    _write_backup(backup, epoch=1)
+    run._drop_unreadable_backup(backup)  # a readable backup stays
+    assert (backup / "latest.weights.h5").exists()

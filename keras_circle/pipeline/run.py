@@ -25,8 +25,10 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import time
 
+import h5py
 import keras
 import tensorflow as tf
 
@@ -64,6 +66,38 @@ def _schedule(config, task):
     return steps_per_epoch, backup_every, total
 
 
+def _readable_backup(weights, metadata):
+    try:
+        with h5py.File(weights, "r"):
+            pass
+        json.loads(metadata.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _drop_unreadable_backup(backup_dir):
+    """Leaves `backup_dir` readable for `BackupAndRestore`, or removes it.
+
+    Keras writes its backup in place: a run killed while writing leaves a
+    truncated weights file (or no metadata). Keras falls back to the previous
+    backup (`double_checkpoint=True`) only for an unreadable weights file and
+    only when a previous backup exists; a kill during the very first backup
+    has none. Here the previous backup is restored when it is readable, and
+    otherwise the half-written one is removed so the run starts afresh.
+    """
+    weights = backup_dir / "latest.weights.h5"
+    metadata = backup_dir / "training_metadata.json"
+    if not backup_dir.exists() or _readable_backup(weights, metadata):
+        return
+    previous = (pathlib.Path(f"{weights}.bkp"), pathlib.Path(f"{metadata}.bkp"))
+    if all(p.exists() for p in previous) and _readable_backup(*previous):
+        shutil.copyfile(previous[0], weights)
+        shutil.copyfile(previous[1], metadata)
+        return
+    shutil.rmtree(backup_dir)
+
+
 def _fit(config, workdir, task, strategy, total, steps_per_epoch, backup_every):
     tc = config.train
     ds = data.pk_batches(
@@ -85,7 +119,12 @@ def _fit(config, workdir, task, strategy, total, steps_per_epoch, backup_every):
             jit_compile=jit,
         )
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup"), save_freq="epoch"),
+        # A kill while the backup is being written leaves a truncated HDF5
+        # file; with double_checkpoint Keras keeps the previous backup and
+        # falls back to it on restart.
+        keras.callbacks.BackupAndRestore(
+            str(workdir / "backup"), save_freq="epoch", double_checkpoint=True
+        ),
         keras.callbacks.ModelCheckpoint(str(workdir / "checkpoints" / "last.keras")),
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
@@ -176,6 +215,7 @@ def train_and_evaluate(config, workdir):
     keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision:
         keras.config.set_dtype_policy(config.train.mixed_precision)
+    _drop_unreadable_backup(workdir / "backup")
     if not (workdir / "backup").exists():
         # A fresh run (no backup to resume): start the history anew.
         (workdir / "history.csv").unlink(missing_ok=True)
