@@ -25,9 +25,9 @@ def data(rng, n=64, classes=4):
     return x, labels
 
 
-def pair_model():
+def pair_model(loss=None):
     model = embedder()
-    model.compile(optimizer="adam", loss=keras_circle.CircleLoss())
+    model.compile(optimizer="adam", loss=loss or keras_circle.CircleLoss())
     return model
 
 
@@ -64,8 +64,10 @@ def test_fit_with_jit_compile(rng):
         (class_model, keras_circle.ClassCircleLoss(gamma=128.0)),
         (class_model, keras_circle.AMSoftmaxLoss()),
         (class_model, keras_circle.ArcFaceLoss()),
+        (pair_model, keras_circle.UnifiedPairLoss(gamma=32.0)),
+        (pair_model, keras_circle.TripletLoss(mining="batch_hard")),
     ],
-    ids=["circle", "class_circle", "am_softmax", "arcface"],
+    ids=["circle", "class_circle", "am_softmax", "arcface", "unified", "triplet"],
 )
 def test_saved_model_file_round_trip(rng, tmp_path, build, loss):
     """Saved `.keras` files load without `custom_objects`, compiled loss included."""
