@@ -140,7 +140,7 @@ def _fit(config, workdir, task, strategy, total, steps_per_epoch, backup_every):
         callbacks=callbacks,
         verbose=tc.verbose,
     )
-    return model, embedder
+    return model, embedder, int(model.optimizer.iterations.numpy())
 
 
 def _fit_multi_worker(config, workdir, task, strategy, total, steps_per_epoch):
@@ -150,7 +150,7 @@ def _fit_multi_worker(config, workdir, task, strategy, total, steps_per_epoch):
         embedder = models.build_embedder(config)
         return models.build_training_model(config, embedder, task.num_classes)
 
-    model, _ = training.train_loop(
+    model, history = training.train_loop(
         strategy,
         model_fn=model_fn,
         loss=models.build_loss(config),
@@ -170,7 +170,9 @@ def _fit_multi_worker(config, workdir, task, strategy, total, steps_per_epoch):
     )
     from keras_circle import export
 
-    return model, export.get_embedder(model)
+    # The loop runs to `total` (a resumed run from its checkpoint's step on).
+    steps = history["step"][-1] if history["step"] else total
+    return model, export.get_embedder(model), steps
 
 
 def _float(text):
@@ -223,18 +225,18 @@ def train_and_evaluate(config, workdir):
     strategy = select_strategy(config.train.replicas)
     steps_per_epoch, backup_every, total = _schedule(config, task)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        model, embedder = _fit_multi_worker(
+        model, embedder, steps = _fit_multi_worker(
             config, workdir, task, strategy, total, steps_per_epoch
         )
     else:
-        model, embedder = _fit(
+        model, embedder, steps = _fit(
             config, workdir, task, strategy, total, steps_per_epoch, backup_every
         )
     train_seconds = time.time() - start
     model.save(workdir / "model.keras")
     report = evaluation.evaluate_and_report(config, workdir, embedder, task)
     report.update(
-        steps=int(model.optimizer.iterations.numpy()),
+        steps=steps,
         expected_steps=total,
         replicas=strategy.num_replicas_in_sync,
         strategy=type(strategy).__name__,
