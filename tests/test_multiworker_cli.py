@@ -8,57 +8,28 @@ near-ties).
 """
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
 
-from tests.test_training_loop import _free_ports
+from tests.workers import run_workers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_two_worker_cli_run(tmp_path):
-    cluster = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        tf_config = {
-            "cluster": {"worker": cluster},
-            "task": {"type": "worker", "index": index},
-        }
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps(tf_config),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            CUDA_VISIBLE_DEVICES="",
-        )
-        command = [
+    def command(index):
+        return [
             sys.executable, "-m", "keras_circle", "train",
             str(ROOT / "configs/small/fine_grained_retrieval.json"),
             "--workdir", str(tmp_path / f"worker{index}"),
             "--set", "train.verbose=0", "--set", "eval.export_onnx=false",
             "--set", "eval.export_saved_model=false", "--set", "eval.plots=false",
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    try:
-        outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, output in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, output[-3000:]
+
+    run_workers(command, ROOT, timeout=240)
     reports = [
         json.loads((tmp_path / f"worker{i}" / "report.json").read_text())
         for i in range(2)

@@ -1,10 +1,7 @@
 """`keras_circle.training.train_loop` under the default, Mirrored and
 MultiWorkerMirrored strategies, and its resumable checkpoints."""
 
-import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +12,7 @@ import keras_circle
 from keras_circle.training import train_loop
 from tests import training_worker as worker
 from tests.mirrored import mirrored_strategy
+from tests.workers import run_workers
 
 ATOL = 1e-5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,55 +65,27 @@ def test_resume_from_checkpoint(single, tmp_path):
     assert third["step"] == []
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_match_single_process(single, tmp_path):
     """Two `MultiWorkerMirroredStrategy` processes on 127.0.0.1 agree with one."""
     weights, history = single
-    cluster = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = dict(os.environ)
-        env.update(
-            TF_CONFIG=json.dumps(
-                {
-                    "cluster": {"worker": cluster},
-                    "task": {"type": "worker", "index": index},
-                }
-            ),
-            KERAS_BACKEND="tensorflow",
-            TF_CPP_MIN_LOG_LEVEL="2",
-            CUDA_VISIBLE_DEVICES="",
-            PYTHONPATH=ROOT,
-        )
+
+    def command(index):
         out = tmp_path / f"worker{index}.npz"
-        command = [sys.executable, "-m", "tests.training_worker", str(out)]
-        procs.append(
-            subprocess.Popen(
-                [*command, str(worker.STEPS)],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    try:
-        outputs = [p.communicate(timeout=150)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, output in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, output[-3000:]
+        return [
+            sys.executable,
+            "-m",
+            "tests.training_worker",
+            str(out),
+            str(worker.STEPS),
+        ]
+
+    run_workers(
+        command,
+        ROOT,
+        timeout=150,
+        env={"KERAS_BACKEND": "tensorflow", "PYTHONPATH": ROOT},
+    )
     for index in range(2):
         result = np.load(tmp_path / f"worker{index}.npz")
         got = [result[f"w{i}"] for i in range(len(weights))]
