@@ -200,8 +200,18 @@ class _GammaMarginLoss(IntegerLabelLoss):
         return {"gamma": self.gamma, "margin": self.margin}
 
 
+class _MarginSoftmaxLoss(_GammaMarginLoss):
+    """A class-level baseline: softmax cross-entropy over `_logits_fn()`."""
+
+    def per_sample(self, labels, y_pred):
+        losses = margin_softmax_loss(
+            labels, y_pred, self._logits_fn(), ("y_true", "y_pred")
+        )
+        return losses, ops.ones_like(losses, dtype="bool")
+
+
 @keras.saving.register_keras_serializable(package="keras_circle")
-class AMSoftmaxLoss(_GammaMarginLoss):
+class AMSoftmaxLoss(_MarginSoftmaxLoss):
     """AM-Softmax / CosFace on `CosineProxies` output (Wang et al. 2018).
 
     Softmax cross-entropy over `gamma * (s - margin)` for the target class and
@@ -236,21 +246,15 @@ class AMSoftmaxLoss(_GammaMarginLoss):
     ):
         super().__init__(gamma, _checks.check_margin(margin), reduction, name, dtype)
 
-    def per_sample(self, labels, y_pred):
-        losses = margin_softmax_loss(
-            labels,
-            y_pred,
-            _am_softmax_logits(self.gamma, self.margin),
-            ("y_true", "y_pred"),
-        )
-        return losses, ops.ones_like(losses, dtype="bool")
+    def _logits_fn(self):
+        return _am_softmax_logits(self.gamma, self.margin)
 
 
 CosFaceLoss = AMSoftmaxLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
-class ArcFaceLoss(_GammaMarginLoss):
+class ArcFaceLoss(_MarginSoftmaxLoss):
     """ArcFace on `CosineProxies` output (Deng et al., CVPR 2019).
 
     Softmax cross-entropy over `gamma * cos(theta_y + margin)` for the target
@@ -291,14 +295,8 @@ class ArcFaceLoss(_GammaMarginLoss):
             dtype,
         )
 
-    def per_sample(self, labels, y_pred):
-        losses = margin_softmax_loss(
-            labels,
-            y_pred,
-            _arcface_logits(self.gamma, self.margin),
-            ("y_true", "y_pred"),
-        )
-        return losses, ops.ones_like(losses, dtype="bool")
+    def _logits_fn(self):
+        return _arcface_logits(self.gamma, self.margin)
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
