@@ -15,6 +15,8 @@ temporaries are `(block, num_refs)`, not `(batch, num_refs)`.
 
 from keras import ops
 
+from keras_circle import similarity
+
 # Rows per block of the forward pass. 512 rows of 8192 float32 references are
 # 16 MB per temporary: small next to the stored H, large enough that the
 # per-block matmul stays efficient on CPU (measured at B=4096: 512 rows were
@@ -60,15 +62,10 @@ def _masked_softmax(logits, mask):
     return lse, exps / total, nonempty
 
 
-def _block_forward(anchors, refs, labels, ref_labels, row_index, logits_fn):
+def _block_forward(anchors, refs, labels, ref_labels, row_index, logits_fn, ref_valid):
     """Losses, validity and `H = dL/ds` for one block of anchor rows."""
     s = ops.matmul(anchors, ops.transpose(refs))
-    positive = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(ref_labels, 0))
-    negative = ops.logical_not(positive)
-    if row_index is not None:
-        columns = ops.arange(ops.shape(ref_labels)[0], dtype="int32")
-        not_self = ops.not_equal(ops.expand_dims(row_index, 1), columns[None, :])
-        positive = ops.logical_and(positive, not_self)
+    positive, negative = similarity.pair_masks(labels, ref_labels, row_index, ref_valid)
     values = logits_fn(s)
     logit_p, logit_n = values
     slope_p, slope_n = values.slopes()
@@ -90,7 +87,9 @@ def _blocks(n, block_size):
     return [(i, min(i + block_size, n)) for i in range(0, n, block_size)]
 
 
-def _forward(anchors, refs, labels, ref_labels, self_index, logits_fn, block_size):
+def _forward(
+    anchors, refs, labels, ref_labels, self_index, logits_fn, block_size, ref_valid=None
+):
     """Per-block `(losses, valid, H)`, the blocks of `H` kept apart.
 
     `H` stays a list of row blocks: concatenating them would hold two copies
@@ -106,6 +105,7 @@ def _forward(anchors, refs, labels, ref_labels, self_index, logits_fn, block_siz
             ref_labels,
             None if self_index is None else self_index[rows],
             logits_fn,
+            ref_valid,
         )
         losses.append(loss)
         valid.append(ok)
@@ -160,6 +160,7 @@ def fused_pair_softplus(
     refs=None,
     self_index=None,
     block_size=DEFAULT_BLOCK_SIZE,
+    ref_valid=None,
 ):
     """`softplus(LSE_p + LSE_n)` per anchor with a hand-written gradient.
 
@@ -174,6 +175,8 @@ def fused_pair_softplus(
             Defaults to `arange(batch_size)` in the symmetric case, else none.
         block_size: Anchor rows per forward block; `None` for one block.
             Defaults to `DEFAULT_BLOCK_SIZE`.
+        ref_valid: Bool `(num_refs,)`: references that count, or `None` for
+            all. Only with explicit `refs`.
 
     Returns:
         `(losses, valid)` as in `keras_circle.losses.pair_softplus_loss`.
@@ -209,7 +212,7 @@ def fused_pair_softplus(
         def general(a, r):
             a, r = ops.stop_gradient(a), ops.stop_gradient(r)  # as above
             losses, valid, h = _forward(
-                a, r, labels, ref_labels, self_index, logits_fn, block_size
+                a, r, labels, ref_labels, self_index, logits_fn, block_size, ref_valid
             )
 
             def grad(upstream):

@@ -20,7 +20,7 @@ def cosine_similarity(a, b):
     return ops.matmul(a, ops.transpose(b))
 
 
-def pair_masks(labels, ref_labels, self_index=None):
+def pair_masks(labels, ref_labels, self_index=None, ref_valid=None):
     """Boolean masks of positive and negative pairs.
 
     Args:
@@ -29,12 +29,18 @@ def pair_masks(labels, ref_labels, self_index=None):
         self_index: Column of each anchor's own sample among the references,
             `(batch_size,)` int, or `None` when the anchors are not among the
             references. The self-pair is never a positive.
+        ref_valid: Bool `(num_refs,)`, or `None` for all. A reference where it
+            is False is neither a positive nor a negative of any anchor.
 
     Returns:
         `(positive, negative)`, two bool tensors `(batch_size, num_refs)`.
     """
     same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(ref_labels, 0))
     negative = ops.logical_not(same)
+    if ref_valid is not None:
+        ref_valid = ops.expand_dims(ref_valid, 0)
+        same = ops.logical_and(same, ref_valid)
+        negative = ops.logical_and(negative, ref_valid)
     if self_index is None:
         return same, negative
     columns = ops.arange(ops.shape(ref_labels)[0], dtype="int32")

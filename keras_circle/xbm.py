@@ -8,7 +8,9 @@ The design keeps "losses hold no state; layers hold weights":
   with the model's weights and checkpoints.
 - `XBMCircleLoss` is given the layer. In `fit` only the loss sees the labels,
   so the loss reads the memory and then hands the batch (stop-gradient copies)
-  to `CrossBatchMemory.enqueue`. The layer arms the enqueue when called with
+  to `CrossBatchMemory.enqueue`. Under a `tf.distribute` strategy that batch is
+  the gathered global batch, the same on every replica, so every replica's
+  copy of the queue holds the same entries as one device would. The layer arms the enqueue when called with
   `training=True` and disarms it otherwise, so `evaluate` never writes
   validation embeddings into the queue.
 """
@@ -18,8 +20,14 @@ from keras import ops
 
 from keras_circle import _checks
 from keras_circle.losses.pairwise import CircleLoss
+from keras_circle.losses.pairwise import _replica_distribute
 from keras_circle.losses.pairwise import circle_pair_logits
 from keras_circle.losses.pairwise import pair_softplus_loss
+
+
+def _label_dtype():
+    """int64, or int32 where the backend has no 64-bit ints (JAX without x64)."""
+    return keras.backend.standardize_dtype(ops.cast(0, "int64").dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
@@ -30,8 +38,12 @@ class CrossBatchMemory(keras.layers.Layer):
     references and appends each training batch to it; the oldest entries are
     overwritten first (a ring buffer). Entries are float32 stop-gradient copies.
 
+    Under a `tf.distribute` strategy the queue is mirrored: every replica writes
+    the same gathered global batch, and the variables take the first replica's
+    value (`aggregation="only_first_replica"`).
+
     Args:
-        size: Number of entries. Must be at least the batch size.
+        size: Number of entries. Must be at least the global batch size.
         **kwargs: Standard layer arguments.
 
     Example:
@@ -57,14 +69,18 @@ class CrossBatchMemory(keras.layers.Layer):
         dim = input_shape[-1]
         if dim is None:
             raise ValueError("`CrossBatchMemory` needs a known embedding size.")
-        weight = self.add_weight
+
+        def weight(**kwargs):
+            # Replicas write identical values (the gathered global batch).
+            return self.add_weight(aggregation="only_first_replica", **kwargs)
+
         self.embeddings = weight(
             shape=(self.size, dim), initializer="zeros", trainable=False,
             dtype="float32", name="embeddings",
         )  # fmt: skip
         self.labels = weight(
             shape=(self.size,), initializer="zeros", trainable=False,
-            dtype="int64", name="labels",
+            dtype=_label_dtype(), name="labels",
         )  # fmt: skip
         self.pointer = weight(
             shape=(), initializer="zeros", trainable=False, dtype="int32",
@@ -87,17 +103,23 @@ class CrossBatchMemory(keras.layers.Layer):
         return input_shape
 
     def references(self):
-        """`(labels, embeddings)` of the filled entries, oldest slots first."""
-        filled = ops.convert_to_tensor(self.filled)
-        rows = ops.arange(filled, dtype="int32")
-        labels = ops.take(ops.convert_to_tensor(self.labels), rows, axis=0)
-        embeddings = ops.take(ops.convert_to_tensor(self.embeddings), rows, axis=0)
-        return labels, ops.stop_gradient(embeddings)
+        """`(labels, embeddings, filled)` of every slot.
+
+        `filled` is a bool `(size,)` marking the slots written so far; the
+        shapes are static (the whole queue) so that the loss compiles under
+        XLA and `jax.jit`.
+        """
+        filled = ops.arange(self.size, dtype="int32") < ops.convert_to_tensor(
+            self.filled
+        )
+        labels = ops.convert_to_tensor(self.labels)
+        embeddings = ops.stop_gradient(ops.convert_to_tensor(self.embeddings))
+        return labels, embeddings, filled
 
     def enqueue(self, labels, embeddings):
         """Writes a batch at the pointer (wrapping around) if the layer is armed."""
         embeddings = ops.stop_gradient(ops.cast(embeddings, "float32"))
-        labels = ops.cast(labels, "int64")
+        labels = ops.cast(labels, self.labels.dtype)
         count = ops.shape(labels)[0]
         armed = ops.greater(ops.convert_to_tensor(self.armed), 0)
         pointer = ops.convert_to_tensor(self.pointer)
@@ -117,7 +139,7 @@ class CrossBatchMemory(keras.layers.Layer):
             ops.where(armed, ops.minimum(filled + count, self.size), filled)
         )
         # One enqueue per training forward pass.
-        self.armed.assign(ops.zeros_like(self.armed))
+        self.armed.assign(ops.zeros((), "int32"))
 
     def get_config(self):
         config = super().get_config()
@@ -139,8 +161,12 @@ class XBMCircleLoss(CircleLoss):
 
     The memory is not part of the loss config: a loss restored from a saved
     model has `memory=None` and acts as `CircleLoss`; pass the restored model's
-    layer again to keep using the memory. Single-replica: under a
-    `tf.distribute` strategy use `CircleLoss`, which gathers the global batch.
+    layer again to keep using the memory.
+
+    Under a `tf.distribute` strategy each replica's anchors are compared with
+    the whole global batch (as `CircleLoss` does) and the memory, and the
+    global batch is enqueued: a step on N replicas equals the same global
+    batch on one device.
 
     Args:
         memory: A `CrossBatchMemory` layer of the model, or `None`.
@@ -164,11 +190,22 @@ class XBMCircleLoss(CircleLoss):
             return super().per_sample(labels, y_pred)
         embeddings = _checks.float_matrix(y_pred, "y_pred")
         _checks.same_batch(labels, embeddings)
-        labels = ops.cast(labels, "int64")
-        mem_labels, mem_embeddings = self.memory.references()
-        ref_labels = ops.concatenate([labels, mem_labels], axis=0)
-        ref_embeddings = ops.concatenate(
-            [ops.cast(embeddings, "float32"), mem_embeddings], axis=0
+        labels = ops.cast(labels, _label_dtype())
+        embeddings = ops.cast(embeddings, "float32")
+        distribute = _replica_distribute()
+        if distribute is not None:
+            # This replica's anchors against the global batch.
+            batch_labels, batch_embeddings, self_index = distribute.gather_references(
+                labels, embeddings
+            )
+        else:
+            batch_labels, batch_embeddings = labels, embeddings
+            self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+        mem_labels, mem_embeddings, filled = self.memory.references()
+        ref_labels = ops.concatenate([batch_labels, mem_labels], axis=0)
+        ref_embeddings = ops.concatenate([batch_embeddings, mem_embeddings], axis=0)
+        ref_valid = ops.concatenate(
+            [ops.ones_like(batch_labels, dtype="bool"), filled], axis=0
         )
 
         def logits_fn(s):
@@ -176,9 +213,14 @@ class XBMCircleLoss(CircleLoss):
                 s, self.gamma, self.margin, self.stop_alpha_gradient
             )
 
-        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
         result = pair_softplus_loss(
-            labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
+            labels,
+            embeddings,
+            logits_fn,
+            ref_labels,
+            ref_embeddings,
+            self_index,
+            ref_valid,
         )
-        self.memory.enqueue(labels, embeddings)
+        self.memory.enqueue(batch_labels, batch_embeddings)
         return result

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 import keras_circle
 from keras_circle import distribute
+from keras_circle.xbm import CrossBatchMemory
+from keras_circle.xbm import XBMCircleLoss
 from tests.mirrored import mirrored_strategy
 
 ATOL = 1e-5
@@ -22,20 +24,27 @@ def _strategy():
     return mirrored_strategy()
 
 
-def _embedder(classes=None):
+def _embedder(classes=None, memory=None):
     inputs = keras.Input((6,))
     x = keras.layers.Dense(8, name="embed")(inputs)
     if classes:
         x = keras_circle.CosineProxies(classes, name="proxies")(x)
+    if memory:
+        x = CrossBatchMemory(memory, name="xbm")(x)
     return keras.Model(inputs, x)
 
 
-def _fit(weights, batches, loss, strategy=None, classes=None):
-    """Fits the global `batches` in order with plain SGD; returns the new weights."""
+def _fit(weights, batches, loss, strategy=None, classes=None, memory=None):
+    """Fits the global `batches` in order with plain SGD; returns the new weights.
+
+    `loss` is a loss, or a function of the model that makes one.
+    """
     scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
     with scope:
-        model = _embedder(classes)
+        model = _embedder(classes, memory)
         model.set_weights(weights)
+        if callable(loss) and not isinstance(loss, keras.losses.Loss):
+            loss = loss(model)
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
     dataset = tf.data.Dataset.from_tensors(batches[0])
     for batch in batches[1:]:
@@ -104,6 +113,32 @@ def test_class_circle_fit_matches_single_device():
     assert _max_diff(single, weights) > 1e-3
     assert all(np.all(np.isfinite(w)) for w in mirrored)
     assert _max_diff(single, mirrored) < ATOL
+
+
+def test_xbm_fit_matches_single_device():
+    """XBM on two replicas: each replica's anchors meet the global batch and the
+    memory, and the global batch is enqueued, so five steps through a queue of
+    24 (wrapping around) give the single-device weights and the same queue."""
+
+    def xbm_loss(model):
+        return XBMCircleLoss(model.get_layer("xbm"))
+
+    weights = _embedder(memory=24).get_weights()
+    single = _fit(weights, BATCHES, xbm_loss, memory=24)
+    mirrored = _fit(weights, BATCHES, xbm_loss, _strategy(), memory=24)
+    plain = _fit(weights, BATCHES, keras_circle.CircleLoss(), memory=24)
+    # The memory changed the steps: the trained kernels differ from CircleLoss.
+    assert _max_diff(single[:2], plain[:2]) > 1e-4
+    assert all(np.all(np.isfinite(w)) for w in mirrored)
+    # Five steps of lr 0.5 grow the kernel to |w| ~ 5: compare relative to it.
+    for a, b in zip(single[:2], mirrored[:2], strict=True):
+        np.testing.assert_allclose(b, a, rtol=ATOL, atol=ATOL)
+    # Queue: embeddings, labels, pointer, filled (56 samples through 24 slots).
+    # The queued embeddings are x @ kernel with |x| ~ 3, hence 1e-4.
+    _, _, queue, labels, pointer, filled, _ = mirrored
+    assert (int(pointer), int(filled)) == (56 % 24, 24)
+    np.testing.assert_array_equal(labels, single[3])
+    np.testing.assert_allclose(queue, single[2], rtol=1e-4, atol=1e-4)
 
 
 def test_gather_references_offsets_and_gradient():

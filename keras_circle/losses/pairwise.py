@@ -45,7 +45,13 @@ def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
 
 
 def pair_softplus_loss(
-    labels, embeddings, logits_fn, ref_labels=None, ref_embeddings=None, self_index=None
+    labels,
+    embeddings,
+    logits_fn,
+    ref_labels=None,
+    ref_embeddings=None,
+    self_index=None,
+    ref_valid=None,
 ):
     """`softplus(LSE_n + LSE_p)` per anchor over its own positives and negatives.
 
@@ -64,6 +70,8 @@ def pair_softplus_loss(
         self_index: Column of each anchor among the references (its self-pair,
             never a pair). Defaults to `arange(batch_size)` when the references
             default to the anchors, else no self-pair.
+        ref_valid: Bool `(num_refs,)` marking the references that count (an
+            unfilled memory slot does not), or `None` for all of them.
 
     Returns:
         `(losses, valid)`: per-anchor losses `(batch_size,)` (0 where invalid)
@@ -77,13 +85,21 @@ def pair_softplus_loss(
     # matrix). A 1x1 probe tells; in a graph it is pruned.
     if isinstance(logits_fn(ops.zeros((1, 1))), kernels.PairLogitValues):
         return kernels.fused_pair_softplus(
-            labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
+            labels,
+            embeddings,
+            logits_fn,
+            ref_labels,
+            ref_embeddings,
+            self_index,
+            ref_valid=ref_valid,
         )
     if ref_embeddings is None:
         ref_labels, ref_embeddings = labels, embeddings
         self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
     s = ops.matmul(embeddings, ops.transpose(ref_embeddings))
-    positive, negative = similarity.pair_masks(labels, ref_labels, self_index)
+    positive, negative = similarity.pair_masks(
+        labels, ref_labels, self_index, ref_valid
+    )
     logit_p, logit_n = logits_fn(s)
     lse_p, has_p = similarity.masked_logsumexp(logit_p, positive)
     lse_n, has_n = similarity.masked_logsumexp(logit_n, negative)
