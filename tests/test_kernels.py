@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_circle import kernels
+from keras_circle import similarity
 from keras_circle.losses.baselines import _unified_logits
 from keras_circle.losses.pairwise import circle_pair_logits
 from keras_circle.losses.pairwise import pair_softplus_loss
@@ -49,8 +50,6 @@ def check(rng, logits_fn, n_refs=None, self_index=None, block_size=None):
     def run(fn, fused):
         def scalar(e, *r):
             if fused and block_size is not None:
-                from keras_circle import similarity
-
                 norm = similarity.l2_normalize
                 losses, _ = kernels.fused_pair_softplus(
                     labels,
@@ -97,6 +96,34 @@ def test_blocks_that_do_not_divide_the_batch(rng, refs):
     check(rng, circle(256.0, 0.25, True), n_refs=refs, self_index=index, block_size=5)
 
 
+# Eager JAX compiles every op of every panel shape: fewer sizes there.
+PANEL_SIZES = [5, 13] if keras.backend.backend() == "jax" else [1, 2, 4, 6, 12, 13, 64]
+
+
+@pytest.mark.parametrize("block_size", PANEL_SIZES)
+@pytest.mark.parametrize("stop", [True, False])
+def test_symmetric_panels_of_every_size(rng, block_size, stop):
+    """Upper-triangle panels: one row each up to one panel for the whole batch."""
+    check(rng, circle(128.0, 0.25, stop), block_size=block_size)
+
+
+def test_symmetric_panels_one_class_and_all_singletons():
+    """No negatives anywhere, then no positives anywhere: zero loss and gradient,
+    whichever panel the anchors fall in."""
+    e = np.random.default_rng(3).normal(size=(9, 4)).astype("float32")
+    for labels in (np.zeros(9, "int32"), np.arange(9)):
+
+        def scalar(e, labels=labels):
+            losses, _ = kernels.fused_pair_softplus(
+                labels, similarity.l2_normalize(e), circle(80.0, 0.4, True),
+                block_size=4,
+            )  # fmt: skip
+            return keras.ops.sum(losses)
+
+        value, (grad,) = value_and_grad(scalar, e)
+        assert value == 0 and np.all(keras.ops.convert_to_numpy(grad) == 0)
+
+
 def test_unified_loss_is_fused(rng):
     assert isinstance(_unified_logits(80.0, 0.4)(np.zeros((1, 1), "float32")), tuple)
     check(rng, _unified_logits(80.0, 0.4))
@@ -127,3 +154,44 @@ def test_xla(rng):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
+)
+@pytest.mark.parametrize("n", [1, 3, 13, 40])
+def test_symmetric_panels_of_a_batch_size_known_at_run_time(rng, n):
+    """`fit` traces with a batch dimension of `None`: the panels' bounds are
+    then computed in the graph (`DYNAMIC_PANELS` of them, some empty when the
+    batch is smaller), and loss and gradient still match autodiff."""
+    import tensorflow as tf
+
+    labels = rng.integers(0, 4, size=n)
+    e = rng.normal(size=(n, 6)).astype("float32")
+    upstream = rng.uniform(0.5, 2.0, size=n).astype("float32")
+    fn = circle(128.0, 0.25, True)
+
+    def value_and_gradient(logits_fn):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None, 6], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+            ]
+        )
+        def run(labels, e, upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(e)
+                losses, _ = pair_softplus_loss(labels, e, logits_fn)
+                value = tf.reduce_sum(losses * upstream)
+            return value, tape.gradient(value, e)
+
+        return run(labels, e, upstream)
+
+    value, grad = value_and_gradient(fn)
+    ref_value, ref_grad = value_and_gradient(plain(fn))
+    assert rel_diff(value, ref_value) < 1e-5
+    if float(ref_value) > 0:
+        assert rel_diff(grad, ref_grad) < 1e-5
+    else:
+        assert np.all(grad.numpy() == 0)
