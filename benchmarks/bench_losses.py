@@ -10,8 +10,9 @@ with XLA on and off for every TensorFlow case; PyTorch cases
 Usage:
 
 ```
-python benchmarks/bench_losses.py            # the README figures
-python benchmarks/bench_losses.py --quick    # smoke run, small sizes
+python benchmarks/bench_losses.py                   # the README figures
+python benchmarks/bench_losses.py --plot ratios.png  # and a bar chart of them
+python benchmarks/bench_losses.py --quick           # smoke run, small sizes
 ```
 """
 
@@ -222,6 +223,42 @@ def _table(title, results, floor, peer=None, key="seconds"):
         print(row + "|")
 
 
+def _ratios(results, floor, key):
+    """`{case: best value / best floor value}` over XLA on and off."""
+    best = {}
+    for (case, _), r in results.items():
+        if key in r:
+            best[case] = min(best.get(case, float("inf")), r[key])
+    return {case: value / best[floor] for case, value in best.items() if floor in best}
+
+
+def _plot(panels, path):
+    """Bar charts of the ratios to the floor, one panel per table."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.2 * len(panels), 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, (title, ratios) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        names = list(ratios)
+        bars = axes.bar(names, [ratios[n] for n in names], color="#4c72b0")
+        for bar, name in zip(bars, names, strict=True):
+            if name.endswith("floor"):
+                bar.set_color("#999999")
+            elif name.endswith("ours"):
+                bar.set_color("#dd8452")
+        axes.bar_label(bars, fmt="%.2f", fontsize=8)
+        axes.axhline(1.0, color="black", linewidth=0.8)
+        axes.set_title(title, fontsize=9)
+        axes.set_ylabel("ratio to the floor (best of XLA on/off)")
+        axes.tick_params(axis="x", labelrotation=30, labelsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, format="png")
+    print(f"\nWrote {path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -233,6 +270,7 @@ def main():
     parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--plot", help="also write the ratios as a bar chart (PNG)")
     args = parser.parse_args()
     if args.case:
         return _child(args)
@@ -245,16 +283,26 @@ def main():
     cases = [(c, x) for c in PAIR_CASES for x in (0, 1)]
     if torch:
         cases.append(("pml", None))
+    panels = []
     for batch in batches:
         results = {(c, x): _run(c, batch, args, x or 0) for c, x in cases}
         _table(f"Pair-wise, B={batch}", results, "floor", "keras")
+        panels.append(
+            (f"pair-wise time, B={batch}", _ratios(results, "floor", "seconds"))
+        )
     results = {(c, x): _run(c, memory_batch, args, x or 0, repeats=1) for c, x in cases}
     _table(f"Peak memory, B={memory_batch}", results, "floor", "keras", "peak_bytes")
+    ratios = _ratios(results, "floor", "peak_bytes")
+    panels.append((f"pair-wise peak RSS, B={memory_batch}", ratios))
     cases = [(c, x) for c in CLASS_CASES for x in (0, 1)]
     results = {(c, x): _run(c, 512, args, x, classes) for c, x in cases}
     title = f"Class-level, B=512, C={classes}, sampled fraction {args.fraction}"
     _table(title, results, "class_floor")
     _table(title + " (memory)", results, "class_floor", key="peak_bytes")
+    ratios = _ratios(results, "class_floor", "seconds")
+    panels.append((f"class-level time, C={classes}", ratios))
+    if args.plot:
+        _plot(panels, args.plot)
 
 
 if __name__ == "__main__":

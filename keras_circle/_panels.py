@@ -34,6 +34,24 @@ def _ordered(value, after):
         return tf.identity(value)
 
 
+def _zero(after, dtype):
+    """A scalar 0 of `dtype` that XLA cannot see is 0, computed from `after`.
+
+    XLA drops control dependencies. Adding this zero to the small inputs of a
+    panel's computations (labels, per-anchor shifts and scales) makes every
+    fused computation of the panel wait for the previous panel, so that XLA's
+    schedule keeps one panel's temporaries at a time. Costs a scalar and a few
+    vector adds.
+    """
+    if after is None:
+        return 0
+    while isinstance(after, (list, tuple)):
+        after = after[0]
+    # At most one element (none from an empty panel of a run-time batch).
+    first = ops.reshape(after, (-1,))[:1]
+    return ops.sum(ops.cast(ops.isnan(first), dtype))
+
+
 # Panels when the batch size is only known at run time (a `fit` batch
 # dimension of `None`): this many, with bounds computed in the graph.
 DYNAMIC_PANELS = 8
@@ -95,7 +113,8 @@ class Panels:
     def _pass(self, per_panel, combine, fill):
         """Per-anchor `(p, n)` vectors from `per_panel` over every panel, in order.
 
-        `per_panel(start, stop, s, positive, negative, right)` returns, for
+        `per_panel(start, stop, s, positive, negative, right, zero)` (`zero`
+        to add to the per-anchor vectors it uses, see `_zero`) returns, for
         each of the two sets, `(row_values, column_values)`: reductions along
         the panel's rows (its anchors) and, if `right`, along all its columns
         (else `None`). Of the column values only those right of the diagonal
@@ -107,9 +126,13 @@ class Panels:
         totals, after = None, None
         for (start, stop, right), panel in zip(self.spans, self.panels, strict=True):
             s = _ordered(panel, after)
-            positive, negative = _masks(_ordered(self.labels, after), start, stop)
+            labels = _ordered(self.labels + _zero(after, self.labels.dtype), after)
+            positive, negative = _masks(labels, start, stop)
+            zero = _zero(after, s.dtype)
             parts = []
-            for row, column in per_panel(start, stop, s, positive, negative, right):
+            for row, column in per_panel(
+                start, stop, s, positive, negative, right, zero
+            ):
                 if right:
                     row = ops.concatenate([row, column[stop - start :]], 0)
                 parts.append(ops.pad(row, [(start, 0)], constant_values=fill))
@@ -125,7 +148,7 @@ class Panels:
         """Per-anchor `(losses, valid)`; keeps what `backward` needs."""
         neg_inf = float("-inf")
 
-        def maxima(start, stop, s, positive, negative, right):
+        def maxima(start, stop, s, positive, negative, right, zero):
             logit_p, logit_n = self.logits_fn(s)
             out = []
             for logits, mask in ((logit_p, positive), (logit_n, negative)):
@@ -139,13 +162,14 @@ class Panels:
         self.shift_p = ops.where(ops.isfinite(max_p), max_p, 0.0)
         self.shift_n = ops.where(ops.isfinite(max_n), max_n, 0.0)
 
-        def sums(start, stop, s, positive, negative, right):
+        def sums(start, stop, s, positive, negative, right, zero):
             logit_p, logit_n = self.logits_fn(s)
             out = []
             for logits, mask, shift in (
                 (logit_p, positive, self.shift_p),
                 (logit_n, negative, self.shift_n),
             ):
+                shift = shift + zero
                 rows = ops.exp(logits - ops.expand_dims(shift[start:stop], 1))
                 column = None
                 if right:
@@ -179,7 +203,9 @@ class Panels:
             zip(self.spans, self.panels, strict=True)
         ):
             s = _ordered(panel, after)
-            positive, negative = _masks(_ordered(self.labels, after), start, stop)
+            labels = _ordered(self.labels + _zero(after, self.labels.dtype), after)
+            positive, negative = _masks(labels, start, stop)
+            zero = _zero(after, s.dtype)
             values = self.logits_fn(s)
             k = None
             for logits, slope, scale, shift, mask in zip(
@@ -192,6 +218,7 @@ class Panels:
             ):
                 # One set after the other: fewer panel-sized temporaries.
                 logits = _ordered(logits, k)
+                scale, shift = scale + zero, shift + zero
                 term = ops.expand_dims(scale[start:stop], 1) * ops.exp(
                     logits - ops.expand_dims(shift[start:stop], 1)
                 )

@@ -116,4 +116,6 @@ def test_other_commands(command, tmp_path):
             command = f"{command} {args}"
             if script.endswith("compare_losses.py"):
                 command += f" --out {tmp_path / 'compare.md'}"
+            if script.endswith("bench_losses.py"):
+                command += f" --plot {tmp_path / 'bench.png'}"
     run(command)
