@@ -81,8 +81,9 @@ def pair_softplus_loss(
     if ref_embeddings is not None:
         ref_embeddings = similarity.l2_normalize(ops.cast(ref_embeddings, "float32"))
     # A logits function that returns `PairLogitValues` knows its derivatives:
-    # the fused kernel then skips autodiff (one matmul backward, one stored
-    # matrix). A 1x1 probe tells; in a graph it is pruned.
+    # the fused kernel then skips autodiff (anchors against themselves: half
+    # of S computed and kept, one matmul's worth backward). A 1x1 probe tells;
+    # in a graph it is pruned.
     if isinstance(logits_fn(ops.zeros((1, 1))), kernels.PairLogitValues):
         return kernels.fused_pair_softplus(
             labels,
