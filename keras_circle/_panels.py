@@ -15,9 +15,10 @@ Each entry of a panel serves two anchors, its row `i` and its column `j`:
    (`K_b E[start_b:]`) and once, transposed, for the rows right of it.
 
 Only the panels (half of `S`) and per-anchor vectors are kept between the
-passes; no `(batch, batch)` matrix is ever formed. In a TensorFlow graph the
-panels of each pass run one after the other (control dependencies) so that
-the elementwise temporaries of one panel exist at a time.
+passes; no `(batch, batch)` matrix is ever formed. The panels of each pass
+run one after the other (control dependencies in a TensorFlow graph, data
+dependencies that XLA keeps, see `_zero`) so that the elementwise temporaries
+of one panel exist at a time.
 """
 
 import keras
@@ -34,8 +35,8 @@ def _ordered(value, after):
         return tf.identity(value)
 
 
-def _zero(after, dtype):
-    """A scalar 0 of `dtype` that XLA cannot see is 0, computed from `after`.
+def _zero(after):
+    """A scalar int 0 that XLA cannot see is 0, computed from `after`.
 
     XLA drops control dependencies. Adding this zero to the small inputs of a
     panel's computations (labels, per-anchor shifts and scales) makes every
@@ -49,7 +50,7 @@ def _zero(after, dtype):
         after = after[0]
     # At most one element (none from an empty panel of a run-time batch).
     first = ops.reshape(after, (-1,))[:1]
-    return ops.sum(ops.cast(ops.isnan(first), dtype))
+    return ops.sum(ops.cast(ops.isnan(first), "int32"))
 
 
 # Panels when the batch size is only known at run time (a `fit` batch
@@ -110,11 +111,21 @@ class Panels:
             for start, stop, _ in self.spans
         ]
 
+    def _panel(self, start, stop, panel, after):
+        """`(s, positive, negative, zero)` of a panel, all waiting for `after`.
+
+        `zero` (see `_zero`) is for the per-anchor vectors the panel uses.
+        """
+        zero = _zero(after)
+        labels = _ordered(self.labels + ops.cast(zero, self.labels.dtype), after)
+        positive, negative = _masks(labels, start, stop)
+        return _ordered(panel, after), positive, negative, ops.cast(zero, panel.dtype)
+
     def _pass(self, per_panel, combine, fill):
         """Per-anchor `(p, n)` vectors from `per_panel` over every panel, in order.
 
-        `per_panel(start, stop, s, positive, negative, right, zero)` (`zero`
-        to add to the per-anchor vectors it uses, see `_zero`) returns, for
+        `per_panel(start, stop, s, positive, negative, right, zero)` (see
+        `_panel`) returns, for
         each of the two sets, `(row_values, column_values)`: reductions along
         the panel's rows (its anchors) and, if `right`, along all its columns
         (else `None`). Of the column values only those right of the diagonal
@@ -125,10 +136,7 @@ class Panels:
         """
         totals, after = None, None
         for (start, stop, right), panel in zip(self.spans, self.panels, strict=True):
-            s = _ordered(panel, after)
-            labels = _ordered(self.labels + _zero(after, self.labels.dtype), after)
-            positive, negative = _masks(labels, start, stop)
-            zero = _zero(after, s.dtype)
+            s, positive, negative, zero = self._panel(start, stop, panel, after)
             parts = []
             for row, column in per_panel(
                 start, stop, s, positive, negative, right, zero
@@ -202,10 +210,7 @@ class Panels:
         for index, ((start, stop, right), panel) in enumerate(
             zip(self.spans, self.panels, strict=True)
         ):
-            s = _ordered(panel, after)
-            labels = _ordered(self.labels + _zero(after, self.labels.dtype), after)
-            positive, negative = _masks(labels, start, stop)
-            zero = _zero(after, s.dtype)
+            s, positive, negative, zero = self._panel(start, stop, panel, after)
             values = self.logits_fn(s)
             k = None
             for logits, slope, scale, shift, mask in zip(

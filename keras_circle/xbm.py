@@ -10,9 +10,9 @@ The design keeps "losses hold no state; layers hold weights":
   so the loss reads the memory and then hands the batch (stop-gradient copies)
   to `CrossBatchMemory.enqueue`. Under a `tf.distribute` strategy that batch is
   the gathered global batch, the same on every replica, so every replica's
-  copy of the queue holds the same entries as one device would. The layer arms the enqueue when called with
-  `training=True` and disarms it otherwise, so `evaluate` never writes
-  validation embeddings into the queue.
+  copy of the queue holds the same entries as one device would. The layer
+  arms the enqueue when called with `training=True` and disarms it otherwise,
+  so `evaluate` never writes validation embeddings into the queue.
 """
 
 import keras
