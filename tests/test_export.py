@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_circle import export
+from keras_circle.export import graph
 from keras_circle.layers import CosineProxies
 
 SHAPE = (32, 32, 3)
@@ -268,7 +269,7 @@ def test_failed_export_leaves_served_versions(exported, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise export.ExportVerificationError("injected")
 
-    monkeypatch.setattr(export._ServingGraph, "verify", fail)
+    monkeypatch.setattr(graph.ServingGraph, "verify", fail)
     with pytest.raises(export.ExportVerificationError, match="injected"):
         export.export_saved_model(exported["trainer"], base, progress=False)
     with pytest.raises(export.ExportVerificationError, match="injected"):
@@ -278,9 +279,9 @@ def test_failed_export_leaves_served_versions(exported, tmp_path, monkeypatch):
 
 
 def test_refuses_with_measured_difference(exported, tmp_path, monkeypatch):
-    original = export._ServingGraph.reference
+    original = graph.ServingGraph.reference
     monkeypatch.setattr(
-        export._ServingGraph, "reference", lambda self, x: original(self, x) + 0.01
+        graph.ServingGraph, "reference", lambda self, x: original(self, x) + 0.01
     )
     with pytest.raises(export.ExportVerificationError, match=r"differ.* by 0\.01"):
         export.export_saved_model(exported["trainer"], tmp_path / "b", progress=False)
