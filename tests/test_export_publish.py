@@ -43,7 +43,8 @@ def modes(top):
     return found
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027], indirect=True, ids=oct)
+# 002: TensorFlow makes its folders 0755 whatever the umask; they are fixed.
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002], indirect=True, ids=oct)
 def test_published_saved_model_modes_follow_umask(umask, tmp_path):
     version = export.export_saved_model(make_embedder(), tmp_path / "base", **FAST)
     found = modes(version)
@@ -90,6 +91,19 @@ def test_concurrent_exports_get_distinct_versions(tmp_path, monkeypatch):
     assert errors == []
     assert sorted(results) == [str(base / "1"), str(base / "2")]
     assert sorted(os.listdir(base)) == ["1", "2"]  # no staging folder left
+
+
+def test_version_taken_after_numbering_is_skipped(tmp_path, monkeypatch):
+    """Another export published the number this one chose: take the next."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").touch()
+    monkeypatch.setattr(publish, "next_version", lambda base_dir: 1)
+    with publish.Staging(tmp_path) as staging:
+        assert staging.publish_version(tmp_path) == str(tmp_path / "2")
+    with publish.Staging(tmp_path) as staging:
+        with pytest.raises(FileExistsError, match="Version 2 already exists"):
+            staging.publish_version(tmp_path, 2)
+    assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
 def _start_owner(parent):

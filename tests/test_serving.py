@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -276,6 +277,95 @@ def test_python_m_keras_circle_export(served):
     assert (out / "1" / "saved_model.pb").is_file()
     assert "verify" in stderr  # the progress bar names the steps
     assert help_run.returncode == 0 and "--base-dir" in help_text
+
+
+def test_cli_export_runs_under_the_jax_backend(served):
+    """Export is TensorFlow work: the CLI re-runs itself under TensorFlow."""
+    out = served["root"] / "from_jax"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_CIRCLE_EXPORT_REEXEC", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_circle", "export", str(served["keras_file"])]
+        + ["--base-dir", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Keras backend is 'jax'; exporting in a TensorFlow subprocess" in (
+        result.stderr
+    )
+    assert f"SavedModel: {out / '1'}" in result.stdout
+    assert (out / "1" / "saved_model.pb").is_file()
+
+
+def test_cli_export_refuses_shape_change_without_flag(served, tmp_path, capsys):
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, keras.layers.Dense(DIM + 1)(x)).save(tmp_path / "wide.keras")
+    base = tmp_path / "base"
+    shutil.copytree(served["base"] / "1", base / "1")
+    args = ["export", str(tmp_path / "wide.keras"), "--base-dir", str(base)]
+    assert cli.main(args + ["--no-progress"]) == 1
+    assert "--allow-shape-change" in capsys.readouterr().err
+    assert os.listdir(base) == ["1"]
+    assert cli.main(args + ["--no-progress", "--allow-shape-change"]) == 0
+    assert f"SavedModel: {base / '2'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--onnx", "{tmp}/e.onnx", "--opset", "0"], "`opset` must be from 13 to 18"),
+        (["--base-dir", "{tmp}/b", "--version", "0"], "`version` must be from 1"),
+        (["--base-dir", "{tmp}/b", "--atol", "nan"], "`atol` must be finite"),
+    ],
+)
+def test_cli_export_rejects_bad_values(served, tmp_path, capsys, flags, message):
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    code = cli.main(["export", str(served["keras_file"]), *flags, "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_argv_round_trips():
+    """What the CLI re-runs under TensorFlow is the command it was given."""
+    parser = cli.build_parser()
+    argv = [
+        "export",
+        "a model.keras",
+        "--base-dir",
+        "b",
+        "--version",
+        "3",
+        "--onnx",
+        "e.onnx",
+        "--opset",
+        "13",
+        "--embedding-layer",
+        "emb",
+        "--size",
+        "20",
+        "24",
+        "--scale",
+        "none",
+        "--atol",
+        "1e-07",
+        "--allow-shape-change",
+        "--no-progress",
+    ]
+    first = parser.parse_args(argv)
+    again = parser.parse_args(cli._export_argv(first))
+    assert vars(again) == vars(first)
+    first.model = "-odd.keras"  # not to be read as an option
+    assert parser.parse_args(cli._export_argv(first)).model == os.path.join(
+        ".", "-odd.keras"
+    )
+    bare = parser.parse_args(["export", "m.keras", "--onnx", "e.onnx"])
+    assert vars(parser.parse_args(cli._export_argv(bare))) == vars(bare)
 
 
 def test_models_config_points_at_the_model():
