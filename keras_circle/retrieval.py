@@ -42,9 +42,13 @@ def _check_embeddings(x, name, min_rows=1):
         )
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValueError(f"`{name}` must be real numbers; got dtype {x.dtype}.")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        bad = int(np.argmax(~np.isfinite(x).all(axis=1)))
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    # Checked before the float32 cast, which would turn values beyond
+    # float32's range into inf; `_normalize` rescales rows first.
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
         raise ValueError(
             f"`{name}` must be finite; got NaN or inf, first in row {bad}."
         )
@@ -84,10 +88,34 @@ def _check_ranks(ks, name):
     return tuple(int(k) for k in values)
 
 
+def _check_block_size(block_size):
+    if block_size is not None and (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int | np.integer)
+        or block_size < 1
+    ):
+        raise ValueError(
+            "`block_size` must be a positive integer (queries per block) or "
+            f"None for automatic; got {block_size!r}."
+        )
+    return block_size
+
+
 def _normalize(x):
-    """Float32 unit rows; a zero row stays zero (similarity 0 to anything)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+    """Float32 unit rows of finite `x`; a zero row stays zero.
+
+    Each row is first divided by its largest magnitude, so its squares can
+    neither overflow (norms above ~1.8e19 in float32) nor underflow (below
+    ~1e-19): scaling a row by any positive factor leaves it unchanged.
+    """
+    scale = np.max(np.abs(x), axis=1, keepdims=True)
+    scale[scale == 0] = 1
+    y = (x / scale).astype(np.float32, copy=False)
+    # Every entry is now in [-1, 1] and one is +-1: the norm is in [1, sqrt(dim)].
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    y /= norms
+    return y
 
 
 def _progress(num_blocks, verbose):
@@ -187,6 +215,7 @@ def recall_at_k(
         Embedding", CVPR 2016 (the protocol); Sun et al., CVPR 2020.
     """
     ks = _check_ranks(ks, "ks")
+    _check_block_size(block_size)
     x = _normalize(_check_embeddings(embeddings, "embeddings", min_rows=2))
     labels = _check_ids(labels, x.shape[0], "labels", "embeddings")
     num = x.shape[0]
@@ -243,6 +272,7 @@ def map_at_r(embeddings, labels, *, block_size=None, verbose="auto"):
     Reference:
         Musgrave et al., "A Metric Learning Reality Check", ECCV 2020.
     """
+    _check_block_size(block_size)
     x = _normalize(_check_embeddings(embeddings, "embeddings", min_rows=2))
     labels = _check_ids(labels, x.shape[0], "labels", "embeddings")
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -318,6 +348,7 @@ def reid_metrics(
         ICCV 2015.
     """
     ranks = _check_ranks(ranks, "ranks")
+    _check_block_size(block_size)
     q = _check_embeddings(query_embeddings, "query_embeddings")
     g = _check_embeddings(gallery_embeddings, "gallery_embeddings")
     if q.shape[1] != g.shape[1]:
@@ -446,6 +477,7 @@ def verification_metrics(
     Reference:
         Huang et al., "Labeled Faces in the Wild", UMass TR 07-49, 2007.
     """
+    _check_block_size(block_size)
     a = _check_embeddings(embeddings_a, "embeddings_a")
     b = _check_embeddings(embeddings_b, "embeddings_b")
     if a.shape != b.shape:

@@ -395,3 +395,60 @@ def test_memory_30k_gallery():
     assert traced_peak < 1 * 2**30, traced_peak
     assert 0 < mean_ap <= recall[1] <= recall[8] <= 1
     assert math.isfinite(seconds)
+
+
+_BLOCK_SIZE_CALLS = {
+    "recall_at_k": lambda b: retrieval.recall_at_k(_E, _L, block_size=b),
+    "precision_at_1": lambda b: retrieval.precision_at_1(_E, _L, block_size=b),
+    "map_at_r": lambda b: retrieval.map_at_r(_E, _L, block_size=b),
+    "reid_metrics": lambda b: retrieval.reid_metrics(
+        _E, [1, 1, 2, 2], [0, 0, 0, 0], _E, [1, 1, 2, 2], [1, 1, 1, 1], block_size=b
+    ),
+    "verification_metrics": lambda b: retrieval.verification_metrics(
+        _E, _E, [1, 0, 1, 0], folds=2, block_size=b
+    ),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(_BLOCK_SIZE_CALLS))
+@pytest.mark.parametrize("block_size", [-1, 0, 2.5, True, "8"])
+def test_bad_block_size_is_rejected(metric, block_size):
+    with pytest.raises(ValueError, match=rf"`block_size` must be .*got {block_size!r}"):
+        _BLOCK_SIZE_CALLS[metric](block_size)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30, 1e300, 1e-300])
+def test_metrics_ignore_the_scale_of_embeddings(scale, rng):
+    emb, labels = _clustered(rng, 80, 6)
+    big = emb * scale  # float64: 1e300 is beyond float32, 1e-300 below it
+    if abs(np.log10(scale)) < 38:
+        big = big.astype(np.float32)  # float32 squares overflow / underflow
+    ks = (1, 2, 4)
+    assert retrieval.recall_at_k(big, labels, ks) == retrieval.recall_at_k(
+        emb, labels, ks
+    )
+    assert retrieval.map_at_r(big, labels) == pytest.approx(
+        retrieval.map_at_r(emb, labels), abs=1e-12
+    )
+    args = _reid_data(rng)
+    scaled = (args[0] * scale, *args[1:3], args[3] * scale, *args[4:])
+    assert retrieval.reid_metrics(*scaled) == retrieval.reid_metrics(*args)
+    a, b = rng.standard_normal((2, 60, 8))
+    same = np.arange(60) % 2 == 0
+    out = retrieval.verification_metrics(a * scale, b * scale, same, folds=2)
+    assert (
+        out["accuracy"]
+        == retrieval.verification_metrics(a, b, same, folds=2)["accuracy"]
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_are_rejected_by_name(bad):
+    emb = np.ones((4, 3))
+    emb[2, 1] = bad
+    with pytest.raises(ValueError, match="`embeddings` must be finite.*row 2"):
+        retrieval.recall_at_k(emb, _L)
+    with pytest.raises(ValueError, match="`gallery_embeddings` must be finite"):
+        retrieval.reid_metrics(_E, _L, _L, emb, _L, _L)
+    with pytest.raises(ValueError, match="`embeddings_b` must be finite"):
+        retrieval.verification_metrics(_E, emb, [1, 0, 1, 0], folds=2)
