@@ -8,7 +8,9 @@ from keras_circle.retrieval.checks import check_labels
 from keras_circle.search.engine import ensure_threads
 
 
-def clustering_scores(embeddings, labels, *, num_clusters=None, seed=0, niter=20):
+def clustering_scores(
+    embeddings, labels, *, num_clusters=None, seed=0, niter=20, nredo=5
+):
     """NMI and AMI between the labels and a k-means clustering of the embeddings.
 
     The L2-normalised embeddings are clustered by faiss's spherical k-means
@@ -24,6 +26,8 @@ def clustering_scores(embeddings, labels, *, num_clusters=None, seed=0, niter=20
         num_clusters: clusters. Defaults to `None`: the number of classes.
         seed: k-means seed. Defaults to `0`.
         niter: k-means iterations. Defaults to `20`.
+        nredo: k-means runs from different seeds; the one with the best
+            objective is kept (one run can merge two classes). Defaults to `5`.
 
     Returns:
         Dict `{"NMI": float, "AMI": float, "clusters": int array}`.
@@ -55,6 +59,7 @@ def clustering_scores(embeddings, labels, *, num_clusters=None, seed=0, niter=20
         x.shape[1],
         int(k),
         niter=niter,
+        nredo=nredo,
         seed=seed,
         spherical=True,
         min_points_per_centroid=1,
