@@ -204,7 +204,7 @@ def plot_glyphs(results, path):
     ax.set_yticks(np.arange(len(rows)) + height, [name for name, _ in rows])
     ax.invert_yaxis()
     ax.set_xlim(0, 1.08)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(
         f"Zero-shot glyphs: {results['num_test_classes']} unseen classes, "
         f"{len(results['typefaces'])} typefaces, {results['steps']} steps"
