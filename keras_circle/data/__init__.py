@@ -3,7 +3,8 @@
 Class-balanced P x K sampling (`pk_batches`), loaders for the fine-grained
 (TFDS), person re-ID (Market-1501, MSMT17 folders) and face (identity
 folders, LFW pairs) data sets, per-family preprocessing, and a Fashion-MNIST
-subset that ships with the package.
+subset that ships with the package. The glyph benchmark loader
+(`load_glyphs`) needs NumPy only.
 """
 
 from keras_circle.data.faces import load_identity_folders
@@ -16,6 +17,10 @@ from keras_circle.data.fine_grained import FINE_GRAINED_SETS
 from keras_circle.data.fine_grained import load_fine_grained
 from keras_circle.data.fine_grained import load_lfw_identities
 from keras_circle.data.fine_grained import sample_verification_pairs
+from keras_circle.data.glyphs import Glyphs
+from keras_circle.data.glyphs import cross_typeface_split
+from keras_circle.data.glyphs import glyphs_info
+from keras_circle.data.glyphs import load_glyphs
 from keras_circle.data.preprocessing import preprocess_face
 from keras_circle.data.preprocessing import preprocess_fine_grained
 from keras_circle.data.preprocessing import preprocess_reid
@@ -36,14 +41,18 @@ __all__ = [
     "ArraySource",
     "FINE_GRAINED_SETS",
     "FileSource",
+    "Glyphs",
     "ReidSplit",
     "TfdsSource",
+    "cross_typeface_split",
     "decode_image_file",
     "epoch_plan",
     "fashion_mnist_subset_info",
     "files_dataset",
+    "glyphs_info",
     "load_fashion_mnist_subset",
     "load_fine_grained",
+    "load_glyphs",
     "load_identity_folders",
     "load_lfw_identities",
     "load_lfw_pairs",

@@ -1,0 +1,181 @@
+"""The zero-shot glyph benchmark: characters as classes, typefaces as variation.
+
+NumPy only. The data are built once, offline, by `tools/build_glyphs.py`
+into a cache folder (default `~/.cache/keras_circle/glyphs/<name>/`); this
+module loads them and checks them against the checksums of the build's
+manifest. The "cjk" set holds 3,800 CJK Unified Ideographs (1,900 training
+and 1,900 disjoint test classes), each drawn by the same 15 distinct
+typefaces, 48x48 grayscale; the "tiny" set (Latin, Greek and Cyrillic
+letters in matplotlib's DejaVu and STIX fonts) exists for tests.
+"""
+
+import hashlib
+import json
+import pathlib
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+DEFAULT_GLYPHS_DIR = "~/.cache/keras_circle/glyphs"
+_SPLITS = {"train": 0, "test": 1}
+
+
+class Glyphs(NamedTuple):
+    """One split of a glyph set.
+
+    Attributes:
+        images: uint8 `(n, size, size, 1)`, white ink on black.
+        labels: int32 `(n,)`, class ids `0 .. num_classes - 1` of the split.
+        designs: int32 `(n,)`, the typeface of each image (an index into
+            `design_names`, shared by both splits).
+        code_points: int32 `(num_classes,)`: `chr(code_points[label])` is the
+            character of a class.
+        design_names: the typeface names, one per design id.
+        query_designs: the design ids whose images are the queries of the
+            cross-typeface protocol (see `cross_typeface_split`).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    designs: np.ndarray
+    code_points: np.ndarray
+    design_names: list
+    query_designs: list
+
+
+def array_sha256(array):
+    """sha256 of an array's dtype, shape and C-order bytes.
+
+    The same definition as in `tools/build_glyphs.py`, which writes these
+    checksums into the manifest.
+    """
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _folder(name, cache_dir):
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ValueError(
+            f"`name` must be a glyph set name such as 'cjk' or 'tiny' "
+            f"(lower-case letters, digits, '-' or '_'); received {name!r}."
+        )
+    base = pathlib.Path(cache_dir or DEFAULT_GLYPHS_DIR).expanduser()
+    folder = base / name
+    if (
+        not (folder / "manifest.json").is_file()
+        or not (folder / "glyphs.npz").is_file()
+    ):
+        raise FileNotFoundError(
+            f"No glyph set {name!r} in {folder} (manifest.json and glyphs.npz "
+            f"expected). Build it once with `python tools/build_glyphs.py "
+            f"--name {name} --cache-dir {base}`; it names the Debian font "
+            "packages it needs if any are missing."
+        )
+    return folder
+
+
+def glyphs_info(name="cjk", cache_dir=None):
+    """The manifest of a built glyph set as a dict.
+
+    It records the typefaces (package, file, face index, licence, sha256 of
+    the font file, group), the class counts, the image size, the versions of
+    Pillow and FreeType that drew the images, and the sha256 of every array.
+
+    Args:
+        name: the glyph set, `"cjk"` or `"tiny"`. Defaults to `"cjk"`.
+        cache_dir: the folder holding `<name>/`. Defaults to
+            `~/.cache/keras_circle/glyphs`.
+    """
+    folder = _folder(name, cache_dir)
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def load_glyphs(name="cjk", split="train", cache_dir=None):
+    """Loads one split of a glyph set built by `tools/build_glyphs.py`.
+
+    Every class is one character and every image of a class is that
+    character in another typeface; the training and test classes are
+    disjoint, so the test split measures retrieval of unseen classes
+    (zero-shot). The arrays are checked against the sha256 sums of the
+    build's manifest: a cache that was changed or half-written raises
+    instead of loading.
+
+    Args:
+        name: the glyph set, `"cjk"` or `"tiny"`. Defaults to `"cjk"`.
+        split: `"train"` or `"test"`. Defaults to `"train"`.
+        cache_dir: the folder holding `<name>/`. Defaults to
+            `~/.cache/keras_circle/glyphs`.
+
+    Returns:
+        A `Glyphs` named tuple: `images` uint8 `(n, size, size, 1)`,
+        `labels` int32 `(n,)` in `0 .. num_classes - 1`, `designs` int32
+        `(n,)`, `code_points`, `design_names`, `query_designs`.
+
+    Example:
+
+    >>> test = keras_circle.data.load_glyphs("cjk", split="test")
+    >>> test.images.shape, len(test.code_points)
+    ((28500, 48, 48, 1), 1900)
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"`split` must be 'train' or 'test'; received {split!r}.")
+    folder = _folder(name, cache_dir)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with np.load(folder / "glyphs.npz", allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    expected = manifest.get("sha256", {})
+    for key in ("images", "labels", "designs", "code_points", "class_split"):
+        if key not in arrays or array_sha256(arrays[key]) != expected.get(key):
+            raise ValueError(
+                f"{folder / 'glyphs.npz'}: array {key!r} is missing or does not "
+                f"match the sha256 in {folder / 'manifest.json'}; rebuild it with "
+                f"`python tools/build_glyphs.py --name {name} "
+                f"--cache-dir {folder.parent}`."
+            )
+    classes = np.flatnonzero(arrays["class_split"] == _SPLITS[split])
+    keep = np.isin(arrays["labels"], classes)
+    # Class ids of a split are 0 .. num_classes - 1, in the order the build
+    # stored the classes.
+    labels = np.searchsorted(classes, arrays["labels"][keep]).astype(np.int32)
+    return Glyphs(
+        images=arrays["images"][keep][..., None],
+        labels=labels,
+        designs=arrays["designs"][keep].astype(np.int32),
+        code_points=arrays["code_points"][classes],
+        design_names=[d["name"] for d in manifest["designs"]],
+        query_designs=list(manifest["query_designs"]),
+    )
+
+
+def cross_typeface_split(designs, query_designs):
+    """Positions of the queries and of the gallery for cross-typeface retrieval.
+
+    Queries are the images drawn by `query_designs`, the gallery the images
+    drawn by every other typeface, so a query never finds its own typeface
+    (or a near twin of it) in the gallery: the embedding has to carry the
+    character across designs. The groups are fixed by the build (the
+    `query_designs` of `load_glyphs`), so the protocol is deterministic.
+
+    Args:
+        designs: int array `(n,)`, the typeface of each image.
+        query_designs: the design ids whose images are the queries.
+
+    Returns:
+        `(query_index, gallery_index)`: int arrays of positions into
+        `designs`, disjoint, together covering every image.
+    """
+    designs = np.asarray(designs)
+    if designs.ndim != 1 or not np.issubdtype(designs.dtype, np.integer):
+        raise ValueError(
+            "`designs` must be a 1-D integer array of typeface ids; received "
+            f"dtype {designs.dtype} and shape {designs.shape}."
+        )
+    query = np.isin(designs, np.asarray(query_designs, dtype=designs.dtype))
+    if query.all() or not query.any():
+        raise ValueError(
+            f"`query_designs`={list(query_designs)} must name some, but not all, "
+            f"of the typefaces in `designs` ({sorted(set(designs.tolist()))})."
+        )
+    return np.flatnonzero(query), np.flatnonzero(~query)
