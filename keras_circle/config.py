@@ -2,9 +2,10 @@
 
 A run is described by a `Config` (task, data, model, loss, training,
 evaluation, export). Files hold only the keys they change; every field has a
-default that means something. Unknown keys and values of the wrong type are
-rejected with the dotted key named, both in files and in `--set key=value`
-overrides, so a typo never silently trains with a default.
+default that means something. Unknown keys, values of the wrong type (2.5 for
+an int, 1 for a bool, NaN for a float) and values out of range (0 epochs, a
+negative size) are rejected with the dotted key named, both in files and in
+`--set key=value` overrides, so a typo never silently trains with a default.
 
 Example:
 
