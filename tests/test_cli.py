@@ -93,7 +93,9 @@ def test_more_epochs_trains_a_finished_run_longer(finished, tmp_path, capsys):
 def test_overwrite_starts_over_with_a_new_config(finished, tmp_path):
     workdir = _copy(finished, tmp_path)
     flags = ("--overwrite",)
-    assert _train(workdir, "model.embedding_dim=16", flags=flags) == 0
+    # export/ is kept, and a 16-d version next to the 32-d one would be refused.
+    new = ("model.embedding_dim=16", "eval.export_saved_model=false")
+    assert _train(workdir, *new, flags=flags) == 0
     report = json.loads((workdir / "report.json").read_text())
     assert report["config"]["model"]["embedding_dim"] == 16
     assert report["history"]["epoch"] == [0.0, 1.0]
