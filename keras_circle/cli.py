@@ -8,6 +8,7 @@ entry. Heavy imports (TensorFlow, tf2onnx) happen inside the runners, so
 """
 
 import argparse
+import pathlib
 import sys
 
 
@@ -153,7 +154,10 @@ def _add_train(subparsers):
         help="Train, evaluate and export one run from a config file.",
         description="Runs train_and_evaluate: trains (resuming from WORKDIR's "
         "last backup), evaluates with the task's protocol, writes report.json, "
-        "plots, and exports the embedder.",
+        "plots, and exports the embedder. A finished run in WORKDIR is not "
+        "redone; a larger train.epochs trains it longer; any other config "
+        "change is refused (see --overwrite). A run whose loss diverges stops "
+        "with exit status 1 and exports nothing.",
     )
     parser.add_argument("config", help="A .json or .toml config (see configs/).")
     parser.add_argument("--workdir", default="runs/default", help="Run folder.")
@@ -165,6 +169,12 @@ def _add_train(subparsers):
         metavar="KEY=VALUE",
         help="Override a config key, e.g. --set train.epochs=3 (repeatable).",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Start over: remove WORKDIR's earlier run (its published export/ "
+        "versions stay).",
+    )
     parser.set_defaults(func=_run_train)
 
 
@@ -172,6 +182,10 @@ def _add_evaluate(subparsers):
     parser = subparsers.add_parser(
         "evaluate",
         help="Evaluate a finished run's model.keras again.",
+        description="Evaluates WORKDIR/model.keras with the run's protocol and "
+        "writes WORKDIR/evaluation/report.json (the training report stays). "
+        "The config must be the run's: only eval.* (and data folders) may "
+        "differ.",
     )
     parser.add_argument("config", help="The run's config file.")
     parser.add_argument("--workdir", default="runs/default", help="Run folder.")
@@ -221,8 +235,25 @@ def _run_train(args):
     if config is None:
         return 2
     from keras_circle import pipeline
+    from keras_circle import training
+    from keras_circle.config import ConfigError
+    from keras_circle.pipeline.run_folder import RunFolderError
 
-    report = pipeline.train_and_evaluate(config, args.workdir)
+    try:
+        report = pipeline.train_and_evaluate(
+            config, args.workdir, overwrite=args.overwrite
+        )
+    except (ConfigError, RunFolderError) as error:
+        print(f"keras-circle train: error: {error}", file=sys.stderr)
+        return 2
+    except training.TrainingDivergedError as error:
+        print(
+            f"keras-circle train: error: {error} Nothing was saved or exported "
+            "from the diverged round; to change the config, start over with "
+            "--overwrite.",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{report['steps']} steps in {report['seconds']['total']:.0f} s")
     _print_summary(report)
     return 0
@@ -233,12 +264,32 @@ def _run_evaluate(args):
     if config is None:
         return 2
     from keras_circle import pipeline
+    from keras_circle.config import ConfigError
+    from keras_circle.pipeline.run_folder import RunFolderError
 
-    _print_summary(pipeline.evaluate(config, args.workdir))
+    try:
+        report = pipeline.evaluate(config, args.workdir)
+    except (ConfigError, RunFolderError) as error:
+        print(f"keras-circle evaluate: error: {error}", file=sys.stderr)
+        return 2
+    _print_summary(report)
+    print(
+        f"{'report':>24}: {pathlib.Path(args.workdir) / 'evaluation' / 'report.json'}"
+    )
     return 0
 
 
 def _run_demo(args):
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--steps-per-epoch", args.steps_per_epoch),
+    ):
+        if value < 1:
+            print(
+                f"keras-circle demo: error: {flag} must be >= 1; got {value}.",
+                file=sys.stderr,
+            )
+            return 2
     from keras_circle import demo
 
     demo.run_demo(

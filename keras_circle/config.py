@@ -2,9 +2,10 @@
 
 A run is described by a `Config` (task, data, model, loss, training,
 evaluation, export). Files hold only the keys they change; every field has a
-default that means something. Unknown keys and values of the wrong type are
-rejected with the dotted key named, both in files and in `--set key=value`
-overrides, so a typo never silently trains with a default.
+default that means something. Unknown keys, values of the wrong type (2.5 for
+an int, 1 for a bool, NaN for a float) and values out of range (0 epochs, a
+negative size) are rejected with the dotted key named, both in files and in
+`--set key=value` overrides, so a typo never silently trains with a default.
 
 Example:
 
@@ -16,6 +17,7 @@ Example:
 
 import dataclasses
 import json
+import math
 import pathlib
 import types
 import typing
@@ -178,7 +180,7 @@ class Config:
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown or its value has the wrong type."""
+    """A configuration key is unknown, or its value has the wrong type or range."""
 
 
 def _check_value(value, annotation, key):
@@ -196,6 +198,9 @@ def _check_value(value, annotation, key):
     # bool is an int subclass: keep True out of int and float fields.
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # JSON's NaN and Infinity parse as floats; no field means anything with them.
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"`{key}` must be a finite number; got {value!r}.")
     if isinstance(value, bool) != (annotation is bool) or not isinstance(
         value, annotation
     ):
@@ -225,8 +230,65 @@ def _build(cls, values, prefix=""):
     return cls(**kwargs)
 
 
+def _ranges(config):
+    """`{key: (value, lowest, highest, what)}`: every numeric field's range.
+
+    `lowest` is inclusive, `highest` exclusive or `None` for no bound (so
+    `(x, 0, None)` means x >= 0). Sizes and counts start at 1: a zero
+    there would run nothing or fail deep inside TensorFlow.
+    """
+    dc, mc, lc, tc, ec = (config.data, config.model, config.loss, config.train,
+                          config.eval)  # fmt: skip
+    # A pair-wise batch needs a positive and a negative for every anchor, or
+    # the loss is 0 without a word.
+    pairs = lc.labels == "pair"
+    note = "; pair-wise labels need 2" if pairs else ""
+    smallest_image = 4 if mc.backbone == "small_cnn" else 32
+    margin_top = math.pi / 2 if lc.name == "arcface" else 1.0
+    ranges = {
+        "data.p": (dc.p, 2 if pairs else 1, None, f"classes per batch{note}"),
+        "data.k": (dc.k, 2 if pairs else 1, None, f"images per class{note}"),
+        "data.max_train_images": (dc.max_train_images, 0, None, "0: all"),
+        "data.max_test_images": (dc.max_test_images, 0, None, "0: all"),
+        "model.embedding_dim": (mc.embedding_dim, 1, None, "a size"),
+        "model.width": (mc.width, 1, None, "a width"),
+        "loss.gamma": (lc.gamma, math.ulp(0.0), None, "the scale factor"),
+        "loss.margin": (lc.margin, 0.0, margin_top, f"the relaxation of `{lc.name}`"),
+        "train.epochs": (tc.epochs, 1, None, "a run trains at least one epoch"),
+        "train.steps_per_epoch": (tc.steps_per_epoch, 0, None, "0: from the data"),
+        "train.backup_every": (tc.backup_every, 0, None, "0: once per epoch"),
+        "train.learning_rate": (tc.learning_rate, math.ulp(0.0), None, "the peak rate"),
+        "train.weight_decay": (tc.weight_decay, 0.0, None, "0: none"),
+        "train.seed": (tc.seed, 0, None, "a NumPy seed"),
+        "train.replicas": (tc.replicas, 0, None, "0: every device"),
+        "train.verbose": (tc.verbose, 0, 3, "0, 1 or 2"),
+        "eval.batch_size": (ec.batch_size, 1, None, "a batch size"),
+    }
+    for i, size in enumerate(dc.image_size):
+        what = f"pixels; `{mc.backbone}` needs at least {smallest_image}"
+        ranges[f"data.image_size[{i}]"] = (size, smallest_image, None, what)
+    for i, fraction in enumerate(tc.lr_decay_at):
+        ranges[f"train.lr_decay_at[{i}]"] = (fraction, 0.0, 1.0, "a fraction")
+    for i, rank in enumerate(ec.ks):
+        ranges[f"eval.ks[{i}]"] = (rank, 1, None, "a rank")
+    return ranges
+
+
+def _check_ranges(config):
+    for key, (value, lowest, highest, what) in _ranges(config).items():
+        if lowest <= value and (highest is None or value < highest):
+            continue
+        # A float lower bound of one ulp stands for "> 0".
+        bounds = "> 0" if 0 < lowest < 1e-300 else f">= {lowest}"
+        if highest is not None:
+            bounds += f" and < {highest:.4g}"
+        raise ConfigError(f"`{key}` must be {bounds} ({what}); got {value!r}.")
+    if not config.eval.ks:
+        raise ConfigError("`eval.ks` must list at least one rank; got [].")
+
+
 def validate(config):
-    """Checks the values that have a closed set of choices.
+    """Checks every value: closed sets of choices and numeric ranges.
 
     Args:
         config: A `Config`.
@@ -244,6 +306,7 @@ def validate(config):
             ("fashion_mnist", "identity_folders", "market1501", "msmt17", "tfds"),
         ),
         "data.split": (config.data.split, ("official", "classes")),
+        "data.channels": (config.data.channels, (1, 3)),
         "loss.name": (
             config.loss.name,
             ("circle", "am_softmax", "arcface", "triplet", "keras_circle"),
@@ -259,7 +322,10 @@ def validate(config):
         if value not in allowed:
             raise ConfigError(f"`{key}` must be one of {list(allowed)}; got {value!r}.")
     if len(config.data.image_size) != 2:
-        raise ConfigError("`data.image_size` must be [height, width].")
+        raise ConfigError(
+            f"`data.image_size` must be [height, width]; got {config.data.image_size}."
+        )
+    _check_ranges(config)
     backup, steps = config.train.backup_every, config.train.steps_per_epoch
     if backup and steps and steps % backup:
         raise ConfigError(
@@ -322,15 +388,33 @@ def apply_overrides(values, overrides):
 
 
 def read_file(path):
-    """Nested dicts from a `.json` or `.toml` file."""
-    path = pathlib.Path(path)
-    if path.suffix == ".toml":
-        import tomllib  # Python 3.11+
+    """Nested dicts from a `.json` or `.toml` file.
 
-        return tomllib.loads(path.read_text())
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    raise ConfigError(f"Config files are .json or .toml; got {path}.")
+    Raises:
+        ConfigError: the file is neither, or does not parse (named with the
+            line and column of the fault).
+        OSError: the file cannot be read.
+    """
+    import tomllib  # Python 3.11+
+
+    path = pathlib.Path(path)
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"Config files are .json or .toml; got {path}.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path} is not valid JSON: {error.msg} at line {error.lineno}, "
+            f"column {error.colno}."
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        # tomllib's message carries "(at line L, column C)".
+        raise ConfigError(f"{path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text: {error}.") from None
 
 
 def load_config(path, overrides=()):

@@ -44,7 +44,13 @@ def run_demo(workdir="keras_circle_demo", *, epochs=6, steps_per_epoch=80, verbo
 
     Returns:
         The report dict written to `workdir/report.json`.
+
+    Raises:
+        ValueError: `epochs` or `steps_per_epoch` is not a positive integer.
     """
+    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
     start = time.time()
     workdir = pathlib.Path(workdir)
     (workdir / "plots").mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,46 @@ gradients summed across replicas, optimizer update) under that strategy, under
 restarted job resumes from.
 """
 
+import math
 import os
 
 import keras
 import tensorflow as tf
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss (or weights): it diverged.
+
+    Attributes:
+        step: The 1-based global step where it was seen.
+        detail: What was seen (the loss value, or the loss's own message).
+    """
+
+    def __init__(self, step, detail, where=""):
+        self.step = step
+        self.detail = detail.rstrip(".")
+        super().__init__(
+            f"training diverged at step {step}{where}: {self.detail}. Try a lower "
+            "`train.learning_rate` (or float32 instead of mixed precision)."
+        )
+
+
+def is_non_finite_error(error):
+    """True for a TensorFlow error raised by a loss's own NaN/Inf check.
+
+    keras_circle losses assert finite inputs with `tf.debugging.Assert`; in a
+    graph that surfaces as `InvalidArgumentError` with "NaN" in its message.
+    """
+    return isinstance(error, tf.errors.InvalidArgumentError) and "NaN" in str(error)
+
+
+def assertion_message(error):
+    """The first line of a `tf.debugging.Assert` message, without the graph dump."""
+    text = str(error)
+    start = text.find("assertion failed: [")
+    if start < 0:
+        return text.strip().splitlines()[0]
+    return text[start + len("assertion failed: [") :].split("]")[0]
 
 
 def _is_chief(strategy):
@@ -99,6 +135,11 @@ def train_loop(
         `(model, history)`: the trained model and a dict with the global loss of
         each step run by this call under `"loss"` and the steps under `"step"`.
 
+    Raises:
+        TrainingDivergedError: a step's loss is NaN or infinite, or the loss's
+            own finite-input check fails. Nothing of that step is checkpointed,
+            so the latest checkpoint stays the last finite one.
+
     Example:
 
     ```python
@@ -160,7 +201,14 @@ def train_loop(
     if progbar is not None and start:
         progbar.update(start)
     for step in range(start + 1, steps + 1):
-        value = float(train_step(iterator))
+        try:
+            value = float(train_step(iterator))
+        except tf.errors.InvalidArgumentError as error:
+            if not is_non_finite_error(error):
+                raise
+            raise TrainingDivergedError(step, assertion_message(error)) from None
+        if not math.isfinite(value):
+            raise TrainingDivergedError(step, f"loss {value}")
         history["loss"].append(value)
         history["step"].append(step)
         if progbar is not None:

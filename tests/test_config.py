@@ -75,3 +75,90 @@ def test_toml_and_round_trip(tmp_path):
 def test_backup_must_divide_epoch():
     with pytest.raises(config_lib.ConfigError, match="backup_every"):
         config_lib.from_dict({"train": {"steps_per_epoch": 10, "backup_every": 3}})
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=-2", "train.epochs"),
+        ("train.backup_every=-5", "train.backup_every"),
+        ("train.steps_per_epoch=-1", "train.steps_per_epoch"),
+        ("train.learning_rate=0", "train.learning_rate"),
+        ("train.weight_decay=-0.1", "train.weight_decay"),
+        ("train.lr_decay_at=[0.5, 1.5]", "train.lr_decay_at[1]"),
+        ("train.seed=-1", "train.seed"),
+        ("train.replicas=-1", "train.replicas"),
+        ("train.verbose=5", "train.verbose"),
+        ("eval.batch_size=0", "eval.batch_size"),
+        ("eval.ks=[1, 0]", "eval.ks[1]"),
+        ("eval.ks=[]", "eval.ks"),
+        ("data.image_size=[0, 0]", "data.image_size[0]"),
+        ("data.p=0", "data.p"),
+        ("data.k=1", "data.k"),
+        ("data.channels=2", "data.channels"),
+        ("data.max_test_images=-1", "data.max_test_images"),
+        ("model.embedding_dim=0", "model.embedding_dim"),
+        ("model.width=0", "model.width"),
+        ("loss.gamma=0", "loss.gamma"),
+        ("loss.margin=-0.1", "loss.margin"),
+        ("loss.margin=1.0", "loss.margin"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, key):
+    pattern = f"`{key}` must".replace("[", r"\[")
+    with pytest.raises(config_lib.ConfigError, match=pattern):
+        config_lib.load_config(
+            ROOT / "configs/small/fine_grained_retrieval.json", [override]
+        )
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_floats_are_rejected(text):
+    with pytest.raises(
+        config_lib.ConfigError, match="`train.learning_rate` must be a finite"
+    ):
+        config_lib.load_config(
+            ROOT / "configs/person_reid.json", [f"train.learning_rate={text}"]
+        )
+
+
+@pytest.mark.parametrize(
+    "suffix, text, key",
+    [
+        (".toml", "[train]\nsteps_per_epoch = 2.5\n", "train.steps_per_epoch"),
+        (".json", '{"train": {"steps_per_epoch": 2.5}}', "train.steps_per_epoch"),
+        (".json", '{"train": {"epochs": true}}', "train.epochs"),
+        (".toml", "[eval]\nplots = 1\n", "eval.plots"),
+        (".json", '{"loss": {"gamma": "80"}}', "loss.gamma"),
+    ],
+)
+def test_file_values_are_typed_strictly(tmp_path, suffix, text, key):
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=f"`{key}` must be"):
+        config_lib.load_config(path)
+
+
+def test_fractional_steps_per_epoch_override_is_rejected():
+    with pytest.raises(
+        config_lib.ConfigError, match="`train.steps_per_epoch` must be int"
+    ):
+        config_lib.load_config(
+            ROOT / "configs/person_reid.json", ["train.steps_per_epoch=2.5"]
+        )
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("c.json", '{\n  "train": {"epochs": 3,}\n}\n', "line 2, column 25"),
+        ("c.toml", "[train]\nepochs = \n", "line 2"),
+    ],
+)
+def test_malformed_file_names_the_file_and_line(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=where) as info:
+        config_lib.load_config(path)
+    assert str(path) in str(info.value)

@@ -32,3 +32,20 @@ def test_demo_small_budget_writes_everything(tmp_path, capsys):
     assert (workdir / "embedder.onnx").exists()
     out = capsys.readouterr().out
     assert "raw_pixels" in out and "ONNX" in out
+
+
+def test_demo_non_positive_epochs_is_rejected(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    assert cli.main(["demo", "--workdir", str(workdir), "--epochs", "-1"]) == 2
+    assert "--epochs must be >= 1; got -1" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+def test_demo_fractional_steps_are_rejected(tmp_path):
+    import pytest
+
+    from keras_circle import demo
+
+    with pytest.raises(ValueError, match="`steps_per_epoch` must be a positive"):
+        demo.run_demo(tmp_path / "demo", steps_per_epoch=2.5)
+    assert not (tmp_path / "demo").exists()

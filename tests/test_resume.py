@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
@@ -59,28 +61,82 @@ def _write_backup(backup_dir, epoch):
     (backup_dir / "training_metadata.json").write_text(json.dumps({"epoch": epoch}))
 
 
-def test_half_written_backup_falls_back_to_previous(tmp_path):
-    """A kill while Keras writes its backup in place leaves a truncated file."""
-    from keras_circle.pipeline import run
-
-    backup = tmp_path / "backup"
-    _write_backup(backup, epoch=2)
+def _two_backups(backup, epoch=2):
+    """A backup of round `epoch` and its `.bkp` copy (the round before)."""
+    _write_backup(backup, epoch=epoch - 1)
     for name in ("latest.weights.h5", "training_metadata.json"):
         (backup / f"{name}.bkp").write_bytes((backup / name).read_bytes())
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": epoch}))
+
+
+def test_half_written_backup_falls_back_to_previous_with_a_warning(tmp_path):
+    """A kill while Keras writes its backup in place leaves a truncated file."""
+    from keras_circle.pipeline import run_folder
+
+    backup = tmp_path / "backup"
+    _two_backups(backup)
     weights = backup / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
-    run._drop_unreadable_backup(backup)
+    with pytest.warns(RuntimeWarning, match="latest.weights.h5 is not a readable"):
+        done = run_folder.resume_point(tmp_path, 5, 20, 10)
+    assert done == 5  # round 1 of the copy, 5 steps a round
     assert weights.read_bytes() == (backup / "latest.weights.h5.bkp").read_bytes()
 
 
-def test_half_written_first_backup_starts_afresh(tmp_path):
-    from keras_circle.pipeline import run
+def test_fallback_to_the_copy_lists_no_round_twice(tmp_path):
+    from keras_circle.pipeline import run_folder
+
+    _two_backups(tmp_path / "backup")
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epo')
+    rows = ["epoch,loss", "0,2.5", "1,2.0"]
+    (tmp_path / "history.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(RuntimeWarning, match="previous copy"):
+        run_folder.resume_point(tmp_path, 5, 20, 10)
+    # Round 1 (0-based) is trained again from the copy: its old row goes.
+    assert (tmp_path / "history.csv").read_text().split() == rows[:2]
+
+
+def test_unreadable_backup_without_copy_is_an_error_naming_files(tmp_path):
+    from keras_circle.pipeline import run_folder
 
     backup = tmp_path / "backup"
     _write_backup(backup, epoch=1)
     (backup / "training_metadata.json").write_text('{"epo')
-    run._drop_unreadable_backup(backup)
-    assert not backup.exists()
+    with pytest.raises(run_folder.RunFolderError, match="--overwrite") as info:
+        run_folder.resume_point(tmp_path, 5, 20, 10)
+    message = str(info.value)
+    assert "training_metadata.json is not JSON" in message
+    assert "its copy: latest.weights.h5.bkp is missing" in message
+    assert (backup / "latest.weights.h5").exists()  # nothing discarded
+
+
+def test_corrupt_backup_and_copy_is_an_error_naming_files(tmp_path):
+    from keras_circle.pipeline import run_folder
+
+    backup = tmp_path / "backup"
+    _two_backups(backup)
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+        (backup / name).write_bytes(b"not hdf5")
+    with pytest.raises(run_folder.RunFolderError, match="cannot be restored") as info:
+        run_folder.resume_point(tmp_path, 5, 20, 10)
+    assert "latest.weights.h5.bkp is not a readable" in str(info.value)
+    assert len(list(backup.iterdir())) == 4
+
+
+@pytest.mark.parametrize("metadata", ['{"epoch": "2"}', "[2]", '{"epoch": -1}'])
+def test_malformed_backup_metadata_is_named(tmp_path, metadata):
+    """Keras would fail with a TypeError from inside `fit`."""
+    from keras_circle.pipeline import run_folder
+
+    backup = tmp_path / "backup"
     _write_backup(backup, epoch=1)
-    run._drop_unreadable_backup(backup)  # a readable backup stays
-    assert (backup / "latest.weights.h5").exists()
+    (backup / "training_metadata.json").write_text(metadata)
+    with pytest.raises(run_folder.RunFolderError, match="has no round count"):
+        run_folder.resume_point(tmp_path, 5, 20, 10)
+
+
+def test_readable_backup_gives_the_steps_done(tmp_path):
+    from keras_circle.pipeline import run_folder
+
+    _write_backup(tmp_path / "backup", epoch=3)
+    assert run_folder.resume_point(tmp_path, 5, 20, 10) == 15

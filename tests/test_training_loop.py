@@ -91,3 +91,32 @@ def test_two_workers_match_single_process(single, tmp_path):
         got = [result[f"w{i}"] for i in range(len(weights))]
         assert _max_diff(got, weights) < ATOL
         np.testing.assert_allclose(result["loss"], history["loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_non_finite_loss_stops_the_loop_before_its_checkpoint(tmp_path, poison):
+    """A loss that turns non-finite at step 3 stops the loop there, naming it."""
+    from keras_circle.training import TrainingDivergedError
+
+    circle = keras_circle.CircleLoss()
+    calls = tf.Variable(0)
+
+    def loss(y_true, y_pred):
+        bad = tf.equal(calls.assign_add(1), 3)
+        return circle(y_true, y_pred) + tf.where(bad, poison, 0.0)
+
+    with pytest.raises(TrainingDivergedError, match="at step 3: loss") as info:
+        train_loop(
+            tf.distribute.get_strategy(),
+            worker.model_fn,
+            loss,
+            worker.optimizer_fn,
+            worker.dataset_fn,
+            worker.STEPS,
+            checkpoint_dir=str(tmp_path),
+            checkpoint_every=2,
+            verbose=0,
+        )
+    assert info.value.step == 3
+    # The step-2 checkpoint stays the latest: nothing of step 3 was saved.
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")

@@ -128,11 +128,14 @@ def _plot_history(workdir, plot_dir):
     plt.close(figure)
 
 
-def evaluate_and_report(config, workdir, embedder, task):
-    """Runs the task's protocol; returns the report dict (not yet written)."""
+def evaluate_and_report(config, workdir, embedder, task, out_dir=None):
+    """Runs the task's protocol; returns the report dict (not yet written).
+
+    Plots go to `out_dir/plots` (`out_dir` defaults to `workdir`).
+    """
     from keras_circle import config as config_lib
 
-    plot_dir = workdir / "plots"
+    plot_dir = (out_dir or workdir) / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     metrics = PROTOCOLS[config.task](config, embedder, task, plot_dir)
     if config.eval.plots:
@@ -178,6 +181,7 @@ def export_embedder(config, workdir, embedder, task):
 
 def write_report(workdir, report):
     """Writes `report.json` atomically (a killed run never leaves half a file)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "report.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_jsonable(report), indent=2))

@@ -14,6 +14,14 @@ up after every round. Keras 3 restores a backup at a round boundary only, so
 backing up at round ends keeps weights, optimizer state and step count
 consistent: a run killed anywhere restarts from the last round with the same
 total number of steps. The P x K stream restarts from its seed on resume.
+The backup is kept after the last round, so that a larger `train.epochs`
+trains a finished run longer; `run_folder` decides what a workdir allows.
+
+Nothing silent: a non-finite loss (or, under XLA, where a loss may not see
+its NaN inputs, non-finite weights at a round's end) stops training with
+`keras_circle.training.TrainingDivergedError` before that round is backed
+up, and a run that did not train all its steps writes no model, report or
+export.
 
 Workdir layout: `config.json`, `backup/`, `checkpoints/last.keras`,
 `history.csv`, `logs/` (TensorBoard), `model.keras`, `report.json`,
@@ -23,20 +31,22 @@ Workdir layout: `config.json`, `backup/`, `checkpoints/last.keras`,
 import csv
 import importlib.util
 import json
+import math
 import os
 import pathlib
-import shutil
 import time
 
-import h5py
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_circle import config as config_lib
 from keras_circle import data
 from keras_circle import distribute
+from keras_circle import training
 from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
+from keras_circle.pipeline import run_folder
 from keras_circle.pipeline.datasets import load_task_data
 
 
@@ -66,39 +76,62 @@ def _schedule(config, task):
     return steps_per_epoch, backup_every, total
 
 
-def _readable_backup(weights, metadata):
-    try:
-        with h5py.File(weights, "r"):
-            pass
-        json.loads(metadata.read_text())
-        return True
-    except (OSError, ValueError):
-        return False
+class _DivergenceGuard(keras.callbacks.Callback):
+    """Stops `fit` at a non-finite loss or weights, before they are backed up.
 
-
-def _drop_unreadable_backup(backup_dir):
-    """Leaves `backup_dir` readable for `BackupAndRestore`, or removes it.
-
-    Keras writes its backup in place: a run killed while writing leaves a
-    truncated weights file (or no metadata). Keras falls back to the previous
-    backup (`double_checkpoint=True`) only for an unreadable weights file and
-    only when a previous backup exists; a kill during the very first backup
-    has none. Here the previous backup is restored when it is readable, and
-    otherwise the half-written one is removed so the run starts afresh.
+    It comes first among the callbacks and raises (rather than setting
+    `stop_training`, as `keras.callbacks.TerminateOnNaN` does), so that no
+    later callback backs up, checkpoints or logs the diverged round.
     """
-    weights = backup_dir / "latest.weights.h5"
-    metadata = backup_dir / "training_metadata.json"
-    if not backup_dir.exists() or _readable_backup(weights, metadata):
-        return
-    previous = (pathlib.Path(f"{weights}.bkp"), pathlib.Path(f"{metadata}.bkp"))
-    if all(p.exists() for p in previous) and _readable_backup(*previous):
-        shutil.copyfile(previous[0], weights)
-        shutil.copyfile(previous[1], metadata)
-        return
-    shutil.rmtree(backup_dir)
+
+    def __init__(self, schedule, start):
+        super().__init__()
+        self.steps_per_epoch, self.backup_every, total = schedule
+        self.epochs = total // self.steps_per_epoch
+        self.start = start
+        self.round = self.batch = 0
+        self.first = True
+
+    @property
+    def step(self):
+        return self.round * self.backup_every + self.batch + 1
+
+    def diverged(self, detail):
+        epoch = math.ceil(self.step / self.steps_per_epoch)
+        where = f" (epoch {epoch} of {self.epochs})"
+        return training.TrainingDivergedError(self.step, detail, where)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.round = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch = batch
+        if self.first:
+            self.first = False
+            restored = int(self.model.optimizer.iterations.numpy())
+            if restored != self.start:
+                # Keras writes the weights, then the round count: a kill in
+                # between leaves a backup one round ahead of its metadata.
+                raise run_folder.RunFolderError(
+                    f"The backup's weights are at step {restored} but its "
+                    f"metadata says step {self.start}: it was cut while being "
+                    "written. Pass --overwrite to start over."
+                )
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(np.asarray(loss)).all():
+            raise self.diverged(f"loss {float(np.asarray(loss))}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        for weight in self.model.weights:
+            if not bool(keras.ops.all(keras.ops.isfinite(weight))):
+                self.batch = self.backup_every - 1
+                raise self.diverged(f"weight {weight.path!r} is NaN or infinite")
 
 
-def _fit(config, workdir, task, strategy, total, steps_per_epoch, backup_every):
+def _fit(config, workdir, task, strategy, schedule, start):
+    steps_per_epoch, backup_every, total = schedule
     tc = config.train
     ds = data.pk_batches(
         task.source,
@@ -118,33 +151,44 @@ def _fit(config, workdir, task, strategy, total, steps_per_epoch, backup_every):
             loss=models.build_loss(config),
             jit_compile=jit,
         )
+    guard = _DivergenceGuard(schedule, start)
     callbacks = [
+        guard,
         # A kill while the backup is being written leaves a truncated HDF5
-        # file; with double_checkpoint Keras keeps the previous backup and
-        # falls back to it on restart.
+        # file; with double_checkpoint Keras keeps the previous backup as
+        # `.bkp`, which run_folder restores. The backup outlives the run so
+        # that it can be trained longer.
         keras.callbacks.BackupAndRestore(
-            str(workdir / "backup"), save_freq="epoch", double_checkpoint=True
+            str(workdir / "backup"),
+            save_freq="epoch",
+            double_checkpoint=True,
+            delete_checkpoint=False,
         ),
         keras.callbacks.ModelCheckpoint(str(workdir / "checkpoints" / "last.keras")),
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
     ]
     # tf.summary needs the `tensorboard` package, which tensorflow-cpu does
     # not always bring; a run without it still trains.
     if tc.tensorboard and importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(workdir / "logs")))
-    model.fit(
-        ds,
-        epochs=total // backup_every,
-        steps_per_epoch=backup_every,
-        callbacks=callbacks,
-        verbose=tc.verbose,
-    )
+    try:
+        model.fit(
+            ds,
+            epochs=total // backup_every,
+            steps_per_epoch=backup_every,
+            callbacks=callbacks,
+            verbose=tc.verbose,
+        )
+    except tf.errors.InvalidArgumentError as error:
+        # The loss's own finite-input assertion (graph mode without XLA).
+        if not training.is_non_finite_error(error):
+            raise
+        raise guard.diverged(training.assertion_message(error)) from None
     return model, embedder, int(model.optimizer.iterations.numpy())
 
 
-def _fit_multi_worker(config, workdir, task, strategy, total, steps_per_epoch):
-    from keras_circle import training
+def _fit_multi_worker(config, workdir, task, strategy, schedule, start):
+    steps_per_epoch, _, total = schedule
 
     def model_fn():
         embedder = models.build_embedder(config)
@@ -171,7 +215,7 @@ def _fit_multi_worker(config, workdir, task, strategy, total, steps_per_epoch):
     from keras_circle import export
 
     # The loop runs to `total` (a resumed run from its checkpoint's step on).
-    steps = history["step"][-1] if history["step"] else total
+    steps = history["step"][-1] if history["step"] else start
     return model, export.get_embedder(model), steps
 
 
@@ -192,24 +236,57 @@ def _history(workdir):
     return {name: [_float(row[name]) for row in rows] for name in names}
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, *, overwrite=False):
     """Trains, evaluates, plots and exports one run; resumes a killed one.
+
+    Before anything is written, the workdir is checked (`run_folder`): a
+    config that changes its run is refused naming the keys; a finished run
+    of the same length is left as it is (its report is returned); a larger
+    `train.epochs` trains it longer from its backup.
 
     Args:
         config: A `keras_circle.config.Config`.
         workdir: Folder of the run (created). Running again with the same
             workdir resumes from its last backup.
+        overwrite: Remove the workdir's earlier run (all but `export/`,
+            whose published versions stay) and start over. Defaults to
+            `False`.
 
     Returns:
         The report dict, also written to `workdir/report.json`.
+
+    Raises:
+        keras_circle.config.ConfigError: the config conflicts with the run
+            already in `workdir`.
+        keras_circle.pipeline.run_folder.RunFolderError: the workdir's
+            backup or files cannot be used.
+        keras_circle.training.TrainingDivergedError: the loss or weights
+            became NaN or infinite; nothing was saved or exported.
 
     Example:
 
     >>> config = keras_circle.config.load_config("configs/small/person_reid.json")
     >>> report = train_and_evaluate(config, "runs/reid")
     """
-    start = time.time()
+    start_time = time.time()
     workdir = pathlib.Path(workdir)
+    if not overwrite:
+        run_folder.check_same_run(config, workdir)
+    task = load_task_data(config)
+    steps_per_epoch, backup_every, total = schedule = _schedule(config, task)
+    if overwrite:
+        run_folder.clear(workdir)
+        start = 0
+    else:
+        report = run_folder.finished_report(workdir, total)
+        if report is not None:
+            print(
+                f"{workdir} holds this run, finished ({total} steps): nothing to "
+                f"train. Results: {workdir / 'report.json'}, "
+                f"{workdir / 'model.keras'}; --overwrite trains it again."
+            )
+            return report
+        start = run_folder.resume_point(workdir, backup_every, total, steps_per_epoch)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(
         json.dumps(config_lib.to_dict(config), indent=2)
@@ -217,22 +294,22 @@ def train_and_evaluate(config, workdir):
     keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision:
         keras.config.set_dtype_policy(config.train.mixed_precision)
-    _drop_unreadable_backup(workdir / "backup")
-    if not (workdir / "backup").exists():
+    if not start:
         # A fresh run (no backup to resume): start the history anew.
         (workdir / "history.csv").unlink(missing_ok=True)
-    task = load_task_data(config)
     strategy = select_strategy(config.train.replicas)
-    steps_per_epoch, backup_every, total = _schedule(config, task)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        model, embedder, steps = _fit_multi_worker(
-            config, workdir, task, strategy, total, steps_per_epoch
+    fit = (
+        _fit_multi_worker
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        else _fit
+    )
+    model, embedder, steps = fit(config, workdir, task, strategy, schedule, start)
+    if steps != total:
+        raise run_folder.RunFolderError(
+            f"The run in {workdir} trained to step {steps} of {total}; nothing "
+            "was saved or exported. Pass --overwrite to start over."
         )
-    else:
-        model, embedder, steps = _fit(
-            config, workdir, task, strategy, total, steps_per_epoch, backup_every
-        )
-    train_seconds = time.time() - start
+    train_seconds = time.time() - start_time
     model.save(workdir / "model.keras")
     report = evaluation.evaluate_and_report(config, workdir, embedder, task)
     report.update(
@@ -241,25 +318,38 @@ def train_and_evaluate(config, workdir):
         replicas=strategy.num_replicas_in_sync,
         strategy=type(strategy).__name__,
         history=_history(workdir),
-        seconds={"train": train_seconds, "total": time.time() - start},
+        seconds={"train": train_seconds, "total": time.time() - start_time},
     )
     report["artifacts"].update(
         evaluation.export_embedder(config, workdir, embedder, task)
     )
-    report["seconds"]["total"] = time.time() - start
+    report["seconds"]["total"] = time.time() - start_time
     evaluation.write_report(workdir, report)
     return report
 
 
 def evaluate(config, workdir):
-    """Evaluates the `model.keras` of a finished run again; rewrites the report."""
+    """Evaluates the `model.keras` of a finished run again.
+
+    The training run's `report.json` and plots stay as they are; this
+    evaluation goes to `workdir/evaluation/report.json` and
+    `workdir/evaluation/plots/`.
+
+    Raises:
+        keras_circle.pipeline.run_folder.RunFolderError: no finished run in
+            `workdir`.
+        keras_circle.config.ConfigError: the config's task (or data, model,
+            loss) differs from the run's; both are named.
+    """
     workdir = pathlib.Path(workdir)
+    run_folder.check_evaluable(config, workdir)
     model = keras.saving.load_model(workdir / "model.keras")
     from keras_circle import export
 
     embedder = export.get_embedder(model)
+    out = workdir / "evaluation"
     report = evaluation.evaluate_and_report(
-        config, workdir, embedder, load_task_data(config)
+        config, workdir, embedder, load_task_data(config), out_dir=out
     )
-    evaluation.write_report(workdir, report)
+    evaluation.write_report(out, report)
     return report
