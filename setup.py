@@ -29,6 +29,8 @@ setup(
         "tensorboard>=2.16",
         "matplotlib>=3.8",
         "tqdm>=4.60",
+        # keras_circle.search and the retrieval metrics search with faiss.
+        "faiss-cpu>=1.8",
     ],
     extras_require={
         # PyTorch and pytorch-metric-learning are only for benchmarks/bench_losses.py.
@@ -36,6 +38,8 @@ setup(
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
+        # retrieval.clustering_scores (NMI, AMI) scores with scikit-learn.
+        "clustering": ["scikit-learn>=1.4"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -50,6 +54,7 @@ setup(
             "onnxruntime>=1.17",
             "tensorflow-datasets>=4.9",
             "importlib_resources>=6",
+            "scikit-learn>=1.4",
         ],
     },
     entry_points={"console_scripts": ["keras-circle=keras_circle.cli:main"]},

@@ -78,7 +78,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.x = x
         self.labels = labels
         self.every_n_epochs = every_n_epochs
-        self.ks = retrieval._check_ranks(ks, "ks")
+        self.ks = retrieval.checks.check_ranks(ks, "ks")
         self.batch_size = batch_size
         self.prefix = prefix
         self.verbose = verbose

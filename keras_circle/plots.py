@@ -107,13 +107,15 @@ def pair_similarities(embeddings, labels, max_pairs=2000, *, mode="mean", seed=0
     """
     if mode not in ("mean", "hardest"):
         raise ValueError(f"`mode` must be 'mean' or 'hardest'; got {mode!r}.")
-    x = retrieval._normalize(retrieval._check_embeddings(embeddings, "embeddings", 2))
-    labels = retrieval._check_ids(labels, x.shape[0], "labels", "embeddings")
+    x = retrieval.checks.check_embeddings(embeddings, "embeddings", 2)
+    labels = retrieval.checks.check_labels(labels, x.shape[0], "labels", "embeddings")
     anchors = np.arange(x.shape[0])
     if anchors.size > max_pairs:
         anchors = np.sort(np.random.default_rng(seed).choice(anchors, max_pairs, False))
     s_p, s_n = [], []
-    for start, stop, sims in retrieval._query_blocks(x[anchors], x, 8, None, verbose=0):
+    for start, stop, sims in retrieval.checks.query_blocks(
+        x[anchors], x, 8, None, verbose=0
+    ):
         rows = np.arange(stop - start)
         positive = labels[anchors[start:stop], None] == labels
         positive[rows, anchors[start:stop]] = False  # the self-pair is no pair
@@ -270,8 +272,8 @@ def plot_similarity_histograms(
     Returns:
         `path` as a string.
     """
-    x = retrieval._normalize(retrieval._check_embeddings(embeddings, "embeddings", 2))
-    labels = retrieval._check_ids(labels, x.shape[0], "labels", "embeddings")
+    x = retrieval.checks.check_embeddings(embeddings, "embeddings", 2)
+    labels = retrieval.checks.check_labels(labels, x.shape[0], "labels", "embeddings")
     positives, negatives = _sample_pairs(labels, max_pairs, np.random.default_rng(seed))
     figure, axes = _axes((6.0, 4.0))
     edges = np.linspace(-1.0, 1.0, bins + 1)

@@ -395,3 +395,183 @@ def test_memory_30k_gallery():
     assert traced_peak < 1 * 2**30, traced_peak
     assert 0 < mean_ap <= recall[1] <= recall[8] <= 1
     assert math.isfinite(seconds)
+
+
+_BLOCK_SIZE_CALLS = {
+    "recall_at_k": lambda b: retrieval.recall_at_k(_E, _L, block_size=b),
+    "precision_at_1": lambda b: retrieval.precision_at_1(_E, _L, block_size=b),
+    "map_at_r": lambda b: retrieval.map_at_r(_E, _L, block_size=b),
+    "reid_metrics": lambda b: retrieval.reid_metrics(
+        _E, [1, 1, 2, 2], [0, 0, 0, 0], _E, [1, 1, 2, 2], [1, 1, 1, 1], block_size=b
+    ),
+    "verification_metrics": lambda b: retrieval.verification_metrics(
+        _E, _E, [1, 0, 1, 0], folds=2, block_size=b
+    ),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(_BLOCK_SIZE_CALLS))
+@pytest.mark.parametrize("block_size", [-1, 0, 2.5, True, "8"])
+def test_bad_block_size_is_rejected(metric, block_size):
+    with pytest.raises(ValueError, match=rf"`block_size` must be .*got {block_size!r}"):
+        _BLOCK_SIZE_CALLS[metric](block_size)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30, 1e300, 1e-300])
+def test_metrics_ignore_the_scale_of_embeddings(scale, rng):
+    emb, labels = _clustered(rng, 80, 6)
+    big = emb * scale  # float64: 1e300 is beyond float32, 1e-300 below it
+    if abs(np.log10(scale)) < 38:
+        big = big.astype(np.float32)  # float32 squares overflow / underflow
+    ks = (1, 2, 4)
+    assert retrieval.recall_at_k(big, labels, ks) == retrieval.recall_at_k(
+        emb, labels, ks
+    )
+    assert retrieval.map_at_r(big, labels) == pytest.approx(
+        retrieval.map_at_r(emb, labels), abs=1e-12
+    )
+    args = _reid_data(rng)
+    scaled = (args[0] * scale, *args[1:3], args[3] * scale, *args[4:])
+    assert retrieval.reid_metrics(*scaled) == retrieval.reid_metrics(*args)
+    a, b = rng.standard_normal((2, 60, 8))
+    same = np.arange(60) % 2 == 0
+    out = retrieval.verification_metrics(a * scale, b * scale, same, folds=2)
+    assert (
+        out["accuracy"]
+        == retrieval.verification_metrics(a, b, same, folds=2)["accuracy"]
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_are_rejected_by_name(bad):
+    emb = np.ones((4, 3))
+    emb[2, 1] = bad
+    with pytest.raises(ValueError, match="`embeddings` must be finite.*row 2"):
+        retrieval.recall_at_k(emb, _L)
+    with pytest.raises(ValueError, match="`gallery_embeddings` must be finite"):
+        retrieval.reid_metrics(_E, _L, _L, emb, _L, _L)
+    with pytest.raises(ValueError, match="`embeddings_b` must be finite"):
+        retrieval.verification_metrics(_E, emb, [1, 0, 1, 0], folds=2)
+
+
+def _ref_query_reference(q, q_labels, r, r_labels, ks):
+    """Recall@K, MAP@R and R-precision of queries against a separate reference."""
+    sims = _unit(q) @ _unit(r).T
+    recall = {k: 0.0 for k in ks}
+    aps, rps = [], []
+    for i in range(len(q_labels)):
+        ranked = _ranking(sims[i], list(range(len(r_labels))))
+        for k in ks:
+            recall[k] += any(r_labels[j] == q_labels[i] for j in ranked[:k]) / len(q)
+        big_r = sum(1 for lab in r_labels if lab == q_labels[i])
+        if big_r == 0:
+            continue
+        rel = [r_labels[j] == q_labels[i] for j in ranked[:big_r]]
+        correct, total = 0, 0.0
+        for pos, hit in enumerate(rel, start=1):
+            if hit:
+                correct += 1
+                total += correct / pos
+        aps.append(total / big_r)
+        rps.append(sum(rel) / big_r)
+    return recall, float(np.mean(aps)), float(np.mean(rps))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_query_and_reference_sets_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    emb, labels = _clustered(rng, 200, 12)
+    q, q_labels, r, r_labels = emb[:60], labels[:60].copy(), emb[60:], labels[60:]
+    q_labels[:3] = 99  # not in the reference: misses, left out of MAP@R
+    ks = (1, 2, 4, 8, 300)
+    kw = dict(reference=r, reference_labels=r_labels)
+    recall, mean_ap, rp = _ref_query_reference(q, q_labels, r, r_labels, ks)
+    assert retrieval.recall_at_k(q, q_labels, ks, **kw) == pytest.approx(
+        recall, abs=1e-12
+    )
+    assert retrieval.map_at_r(q, q_labels, **kw) == pytest.approx(mean_ap, abs=1e-12)
+    assert retrieval.r_precision(q, q_labels, **kw) == pytest.approx(rp, abs=1e-12)
+    assert retrieval.precision_at_1(q, q_labels, **kw) == pytest.approx(recall[1])
+
+
+def _ref_r_precision(emb, labels):
+    sims = _unit(emb) @ _unit(emb).T
+    n, out = len(labels), []
+    for i in range(n):
+        big_r = sum(1 for j in range(n) if j != i and labels[j] == labels[i])
+        if big_r:
+            ranked = _ranking(sims[i], [j for j in range(n) if j != i])[:big_r]
+            out.append(sum(labels[j] == labels[i] for j in ranked) / big_r)
+    return float(np.mean(out))
+
+
+def test_r_precision_leave_one_out_matches_brute_force(rng):
+    emb, labels = _clustered(rng, 150, 20)
+    assert retrieval.r_precision(emb, labels, block_size=16) == pytest.approx(
+        _ref_r_precision(emb, labels), abs=1e-12
+    )
+
+
+def test_per_class_results_average_each_class_queries(rng):
+    emb, labels = _clustered(rng, 120, 5)
+    labels[0] = 77  # a single-sample class: a recall miss, no MAP@R
+    per = retrieval.recall_at_k(emb, labels, (1, 4), per_class=True)
+    ref = {}
+    hits = {k: _ref_hits(emb, labels, k) for k in (1, 4)}
+    for c in np.unique(labels):
+        ref[int(c)] = {k: float(np.mean(hits[k][labels == c])) for k in (1, 4)}
+    assert sorted(per) == sorted(ref)
+    for c in ref:
+        assert per[c] == pytest.approx(ref[c], abs=1e-12)
+    map_per = retrieval.map_at_r(emb, labels, per_class=True)
+    assert 77 not in map_per and sorted(map_per) == sorted(set(labels.tolist()) - {77})
+    p1 = retrieval.precision_at_1(emb, labels, per_class=True)
+    assert p1 == pytest.approx({c: v[1] for c, v in per.items()})
+
+
+def _ref_hits(emb, labels, k):
+    sims = _unit(emb) @ _unit(emb).T
+    n = len(labels)
+    return np.array(
+        [
+            any(
+                labels[j] == labels[i]
+                for j in _ranking(sims[i], [j for j in range(n) if j != i])[:k]
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def test_clustering_scores_match_scikit_learn(rng):
+    from sklearn.cluster import KMeans
+
+    # Separated classes: k-means finds them, NMI = AMI = 1.
+    emb, labels = _clustered(rng, 300, 6, noise=0.05)
+    out = retrieval.clustering_scores(emb, labels)
+    assert out["NMI"] == pytest.approx(1.0) and out["AMI"] == pytest.approx(1.0)
+    # Overlapping classes: the scores are scikit-learn's on the same clusters,
+    # and close to those of scikit-learn's own k-means.
+    emb, labels = _clustered(rng, 400, 8, noise=1.2)
+    out = retrieval.clustering_scores(emb, labels)
+    assert out["NMI"] == pytest.approx(
+        sk_metrics.normalized_mutual_info_score(labels, out["clusters"])
+    )
+    assert out["AMI"] == pytest.approx(
+        sk_metrics.adjusted_mutual_info_score(labels, out["clusters"])
+    )
+    sk = KMeans(8, n_init=4, random_state=0).fit_predict(_unit(emb))
+    assert out["NMI"] == pytest.approx(
+        sk_metrics.normalized_mutual_info_score(labels, sk), abs=0.1
+    )
+    with pytest.raises(ValueError, match="`num_clusters` must be an integer"):
+        retrieval.clustering_scores(emb, labels, num_clusters=0)
+
+
+def test_reference_arguments_are_checked():
+    with pytest.raises(ValueError, match="`reference_labels` is required"):
+        retrieval.recall_at_k(_E, _L, reference=_E)
+    with pytest.raises(ValueError, match="without `reference`"):
+        retrieval.map_at_r(_E, _L, reference_labels=_L)
+    with pytest.raises(ValueError, match="same dim; got 3 and 2"):
+        retrieval.r_precision(_E, _L, reference=np.ones((4, 2)), reference_labels=_L)

@@ -10,6 +10,7 @@ from keras_circle.data.faces import load_identity_folders
 from keras_circle.data.faces import load_lfw_pairs
 from keras_circle.data.fashion_mnist import fashion_mnist_subset_info
 from keras_circle.data.fashion_mnist import load_fashion_mnist_subset
+from keras_circle.data.files import decode_image_file
 from keras_circle.data.files import files_dataset
 from keras_circle.data.fine_grained import FINE_GRAINED_SETS
 from keras_circle.data.fine_grained import load_fine_grained
@@ -37,6 +38,7 @@ __all__ = [
     "FileSource",
     "ReidSplit",
     "TfdsSource",
+    "decode_image_file",
     "epoch_plan",
     "fashion_mnist_subset_info",
     "files_dataset",

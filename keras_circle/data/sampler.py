@@ -15,6 +15,8 @@ once with its images left encoded).
 import numpy as np
 import tensorflow as tf
 
+from keras_circle.data.files import decode_image_file
+
 
 def _decode_image(data, channels):
     return tf.io.decode_image(data, channels=channels, expand_animations=False)
@@ -56,8 +58,10 @@ class FileSource:
         paths: sequence of file paths `(num_samples,)`.
         labels: integer array `(num_samples,)`.
         decode_fn: maps the file contents (a scalar string tensor) to an
-            image tensor. Defaults to `None`: `tf.io.decode_image` with
-            `channels` channels (JPEG, PNG, GIF first frame, BMP).
+            image tensor. Defaults to `None`:
+            `keras_circle.data.decode_image_file` with `channels` channels
+            (JPEG, PNG, GIF first frame, BMP), whose error for an empty,
+            truncated or non-image file names the file.
         channels: channels of the default decoder. Defaults to `3`.
     """
 
@@ -69,10 +73,14 @@ class FileSource:
                 f"`paths` and `labels` differ in length: {len(self.paths)} vs "
                 f"{len(self.labels)}."
             )
-        self.decode_fn = decode_fn or (lambda data: _decode_image(data, channels))
+        self.decode_fn = decode_fn
+        self.channels = channels
 
     def load(self, index):
-        return self.decode_fn(tf.io.read_file(tf.gather(self.paths, index)))
+        path = tf.gather(self.paths, index)
+        if self.decode_fn is None:
+            return decode_image_file(path, self.channels)
+        return self.decode_fn(tf.io.read_file(path))
 
 
 class TfdsSource:
@@ -116,6 +124,22 @@ class TfdsSource:
     def load(self, index):
         image = tf.gather(tf.constant(self.images), index)
         return _decode_image(image, self.channels) if self.encoded else image
+
+
+def _check_stream_args(seed, epochs):
+    """Checked when the dataset is built: inside the pipeline a bad seed
+    would only fail on the first batch, deep inside tf.data."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer; got seed={seed!r}.")
+    if epochs is not None and (
+        isinstance(epochs, bool)
+        or not isinstance(epochs, int | np.integer)
+        or epochs < 1
+    ):
+        raise ValueError(
+            "`epochs` must be a positive integer, or None to repeat endlessly; "
+            f"got epochs={epochs!r}."
+        )
 
 
 def _check_args(labels, p, k, replicas=1):
@@ -190,7 +214,9 @@ def _index_stream(labels, p, k, seed, steps, epochs, shard):
         plan = epoch_plan(labels, p, k, seed=seed, epoch=epoch, steps=steps)
         return plan[:, first : first + size]
 
-    epoch_ds = tf.data.Dataset.range(epochs) if epochs else tf.data.Dataset.counter()
+    epoch_ds = (
+        tf.data.Dataset.counter() if epochs is None else tf.data.Dataset.range(epochs)
+    )
     return epoch_ds.flat_map(
         lambda e: tf.data.Dataset.from_tensor_slices(
             tf.ensure_shape(
@@ -214,7 +240,9 @@ def _build(source, p, k, seed, preprocess, steps, epochs, shard, batch):
     # flat_map/unbatch lose the count; Keras wants it (progress bars, and
     # an endless dataset must say so to need `steps_per_epoch`).
     count = (
-        epochs * steps * (shard[1] // batch) if epochs else tf.data.INFINITE_CARDINALITY
+        tf.data.INFINITE_CARDINALITY
+        if epochs is None
+        else epochs * steps * (shard[1] // batch)
     )
     ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -255,11 +283,11 @@ def pk_batches(
             and at most the number of classes.
         k: samples per class, at least 2 (anchors need a positive). Classes
             with fewer than `k` samples are drawn with replacement.
-        seed: integer seed of the sampling.
+        seed: non-negative integer seed of the sampling.
         preprocess: function `(image, label) -> (image, label)` mapped on
             each sample after sampling, e.g. from
             `keras_circle.data.preprocessing`. Defaults to `None`.
-        epochs: number of epochs; `None` repeats endlessly (use
+        epochs: positive number of epochs; `None` repeats endlessly (use
             `steps_per_epoch` in `fit`). Defaults to `None`.
         steps_per_epoch: batches per epoch. Defaults to `None`:
             `num_samples // (p * k)`.
@@ -273,6 +301,7 @@ def pk_batches(
     >>> ds = keras_circle.data.pk_batches(src, p=16, k=5, seed=0, epochs=1)
     """
     _check_args(source.labels, p, k)
+    _check_stream_args(seed, epochs)
     steps = _steps(source, p, k, steps_per_epoch)
     return _build(source, p, k, seed, preprocess, steps, epochs, (0, p * k), p * k)
 
@@ -303,6 +332,7 @@ def pk_dataset_fn(
     >>> fn = keras_circle.data.pk_dataset_fn(src, p=16, k=5, seed=0)
     >>> dist = strategy.distribute_datasets_from_function(fn)
     """
+    _check_stream_args(seed, epochs)
     steps = _steps(source, p, k, steps_per_epoch)
 
     def dataset_fn(input_context):

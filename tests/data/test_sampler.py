@@ -159,3 +159,54 @@ def test_per_pipeline_shards_do_not_duplicate():
         )
     with pytest.raises(ValueError, match="multiple of the number of replicas"):
         fn(tf.distribute.InputContext(1, 0, 3))
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, True])
+def test_non_positive_epochs_are_rejected(epochs):
+    with pytest.raises(ValueError, match=rf"`epochs` must be a positive.*{epochs!r}"):
+        data.pk_batches(_source(), 4, 3, seed=0, epochs=epochs)
+    with pytest.raises(ValueError, match="`epochs` must be a positive"):
+        data.pk_dataset_fn(_source(), 4, 3, seed=0, epochs=epochs)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, None, "7"])
+def test_bad_seed_is_rejected_when_the_dataset_is_built(seed):
+    with pytest.raises(ValueError, match=rf"`seed` must be a non-negative.*{seed!r}"):
+        data.pk_batches(_source(), 4, 3, seed=seed, epochs=1)
+    with pytest.raises(ValueError, match="`seed` must be a non-negative"):
+        data.pk_dataset_fn(_source(), 4, 3, seed=seed)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_an_image"])
+def test_bad_image_file_error_names_the_file(tmp_path, fmt, damage):
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"img_{i}.{fmt.lower()}"
+        Image.fromarray(np.full((6, 5, 3), i * 40, np.uint8)).save(path, fmt)
+        paths.append(path)
+    bad = paths[2]
+    content = bad.read_bytes()
+    bad.write_bytes(
+        {
+            "truncated": content[: len(content) // 2],
+            "empty": b"",
+            "not_an_image": b"<html>404</html>",
+        }[damage]
+    )
+    src = data.FileSource(paths, [0, 0, 1, 1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad)):
+        list(data.pk_batches(src, 2, 2, seed=0, epochs=1, steps_per_epoch=3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=str(bad)):
+        list(data.files_dataset(paths, [0, 0, 1, 1]))
+
+
+def test_complete_image_files_with_trailing_bytes_still_decode(tmp_path):
+    paths = []
+    for fmt in ["PNG", "JPEG"]:
+        path = tmp_path / f"img.{fmt.lower()}"
+        Image.fromarray(np.full((6, 5, 3), 9, np.uint8)).save(path, fmt)
+        path.write_bytes(path.read_bytes() + b"\0" * 16)
+        paths.append(path)
+    images = [x.numpy() for x, _ in data.files_dataset(paths, [0, 1])]
+    assert [x.shape for x in images] == [(6, 5, 3)] * 2

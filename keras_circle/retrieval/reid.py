@@ -1,0 +1,123 @@
+"""Person re-identification metrics (the Market-1501 protocol), blockwise in NumPy.
+
+Every gallery image counts in a query's ranking (junk aside), so the full
+similarity row of each query is computed, a block of queries at a time;
+only the entries ranked at or above a query's last match are sorted.
+"""
+
+import numpy as np
+
+from keras_circle.retrieval.checks import check_block_size
+from keras_circle.retrieval.checks import check_embeddings
+from keras_circle.retrieval.checks import check_labels
+from keras_circle.retrieval.checks import check_ranks
+from keras_circle.retrieval.checks import query_blocks
+
+
+def reid_metrics(
+    query_embeddings,
+    query_ids,
+    query_cams,
+    gallery_embeddings,
+    gallery_ids,
+    gallery_cams,
+    ranks=(1, 5, 10),
+    *,
+    block_size=None,
+    verbose="auto",
+):
+    """CMC and mAP of person re-identification (the Market-1501 protocol).
+
+    For each query, gallery images with its identity *and* its camera are
+    removed; junk gallery images (id -1) are ignored everywhere; distractors
+    (id 0) stay in the ranking as negatives. Queries left with no valid
+    match are excluded from CMC and mAP, as in the official evaluation.
+    CMC rank-k is the fraction of queries whose first correct match is in
+    the top k; AP is the non-interpolated average precision over the
+    filtered ranking (mean of precision at each correct match, as in
+    open-reid, torchreid and fast-reid). Ties: the lower gallery index ranks
+    first.
+
+    Args:
+        query_embeddings: Array `(num_queries, dim)`.
+        query_ids: Integer identities `(num_queries,)`.
+        query_cams: Integer camera ids `(num_queries,)`.
+        gallery_embeddings: Array `(num_gallery, dim)`.
+        gallery_ids: Integer identities `(num_gallery,)`; -1 junk, 0
+            distractor.
+        gallery_cams: Integer camera ids `(num_gallery,)`.
+        ranks: CMC ranks to report. Defaults to `(1, 5, 10)`.
+        block_size: Queries per block, or `None` for automatic. Defaults to
+            `None`.
+        verbose: `0`, `1` or `"auto"`. Defaults to `"auto"`.
+
+    Returns:
+        Dict with `"cmc"` (`{rank: value}`), `"mAP"` and
+        `"num_valid_queries"`.
+
+    Raises:
+        ValueError: if no query has a valid match in the gallery.
+
+    Reference:
+        Zheng et al., "Scalable Person Re-identification: A Benchmark",
+        ICCV 2015.
+    """
+    ranks = check_ranks(ranks, "ranks")
+    check_block_size(block_size)
+    q = check_embeddings(query_embeddings, "query_embeddings")
+    g = check_embeddings(gallery_embeddings, "gallery_embeddings")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(
+            "`query_embeddings` and `gallery_embeddings` must have the same "
+            f"dim; got {q.shape[1]} and {g.shape[1]}."
+        )
+    q_ids = check_labels(query_ids, q.shape[0], "query_ids", "query_embeddings")
+    q_cams = check_labels(query_cams, q.shape[0], "query_cams", "query_embeddings")
+    g_ids = check_labels(gallery_ids, g.shape[0], "gallery_ids", "gallery_embeddings")
+    g_cams = check_labels(
+        gallery_cams, g.shape[0], "gallery_cams", "gallery_embeddings"
+    )
+    # Dropping junk up front keeps the gallery order, so the tie rule holds.
+    keep = g_ids != -1
+    g, g_ids, g_cams = g[keep], g_ids[keep], g_cams[keep]
+    if g.shape[0] == 0:
+        raise ValueError("`gallery_ids` must not be all junk (-1).")
+
+    first_hit, ap = [], []
+    for start, stop, sims in query_blocks(q, g, 64, block_size, verbose):
+        same_id = g_ids == q_ids[start:stop, None]
+        valid = ~(same_id & (g_cams == q_cams[start:stop, None]))
+        match = same_id & valid
+        num_matches = match.sum(axis=1)
+        # Only entries at or above a row's lowest match can rank before a
+        # match, so only those are sorted.
+        lowest = np.where(match, sims, np.inf).min(axis=1, keepdims=True)
+        rows, cols = np.divmod(np.flatnonzero(valid & (sims >= lowest)), sims.shape[1])
+        order = np.lexsort((cols, -sims[rows, cols], rows))
+        rows, cols = rows[order], cols[order]
+        row_start = np.searchsorted(rows, np.arange(stop - start))
+        position = np.arange(rows.size) - row_start[rows]
+        is_match = match[rows, cols]
+        seen = np.cumsum(is_match)
+        seen -= np.concatenate([[0], seen])[row_start][rows]
+        hit_rows = rows[is_match]
+        precision = seen[is_match] / (position[is_match] + 1)
+        block_ap = np.bincount(hit_rows, precision, minlength=stop - start)
+        first = np.full(stop - start, np.iinfo(np.int64).max)
+        firsts = is_match & (seen == 1)
+        first[rows[firsts]] = position[firsts]
+        has = num_matches > 0
+        first_hit.append(first[has])
+        ap.append(block_ap[has] / num_matches[has])
+    first_hit, ap = np.concatenate(first_hit), np.concatenate(ap)
+    if first_hit.size == 0:
+        raise ValueError(
+            "No query has a valid match in the gallery (same id on another "
+            "camera); check `query_ids`, `query_cams`, `gallery_ids` and "
+            "`gallery_cams`."
+        )
+    return {
+        "cmc": {k: float(np.mean(first_hit < k)) for k in ranks},
+        "mAP": float(np.mean(ap)),
+        "num_valid_queries": int(first_hit.size),
+    }

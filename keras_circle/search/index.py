@@ -1,0 +1,427 @@
+"""`EmbeddingIndex`: a gallery searched by cosine similarity, saved with its metadata."""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+
+import faiss
+import numpy as np
+
+from keras_circle.search.engine import check_matrix
+from keras_circle.search.engine import ensure_threads
+from keras_circle.search.engine import normalize_rows
+
+KINDS = ("flat", "ivf", "hnsw")
+_FORMAT = 1
+
+
+def _check_labels(labels, num, name):
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != num:
+        raise ValueError(
+            f"`{name}` must have shape ({num},), one per embedding; got shape "
+            f"{labels.shape}."
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype.kind == "U"):
+        raise ValueError(
+            f"`{name}` must be integers or strings; got dtype {labels.dtype}."
+        )
+    return labels
+
+
+def _check_k(k):
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"`k` must be a positive integer; got {k!r}.")
+    return int(k)
+
+
+class EmbeddingIndex:
+    """A gallery of embeddings searched by cosine similarity on faiss.
+
+    Embeddings are L2-normalised on the way in (queries too), so the inner
+    product faiss ranks by is the cosine similarity. Kinds:
+
+    - `"flat"`: exact search (`IndexFlatIP`), for galleries up to a few
+      million rows.
+    - `"ivf"`: inverted lists (`IndexIVFFlat`): k-means cells trained on the
+      first `add`, `nprobe` of `nlist` cells searched per query.
+    - `"hnsw"`: a graph (`IndexHNSWFlat`, `hnsw_m` links per node), no
+      training; `ef_search` sets the search breadth.
+
+    Args:
+        dim: embedding dimension.
+        kind: `"flat"`, `"ivf"` or `"hnsw"`. Defaults to `"flat"`.
+        embedder: what made the embeddings (a model path, name or hash),
+            saved in the metadata and checked by `load`. Defaults to `None`.
+        nlist: IVF cells. Defaults to `None`: `4 * sqrt(n)` of the first add.
+        nprobe: IVF cells searched per query. Defaults to `16`.
+        hnsw_m: HNSW links per node. Defaults to `32`.
+        ef_construction: HNSW build breadth. Defaults to `80`.
+        ef_search: HNSW search breadth. Defaults to `128`.
+
+    Example:
+
+    >>> index = keras_circle.search.EmbeddingIndex(128, embedder="model-v3")
+    >>> index.add(gallery, labels=gallery_labels)
+    >>> scores, ids = index.search(queries, k=5)
+    """
+
+    def __init__(
+        self,
+        dim,
+        *,
+        kind="flat",
+        embedder=None,
+        nlist=None,
+        nprobe=16,
+        hnsw_m=32,
+        ef_construction=80,
+        ef_search=128,
+    ):
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+            raise ValueError(f"`dim` must be a positive integer; got {dim!r}.")
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}.")
+        if embedder is not None and not isinstance(embedder, str):
+            raise ValueError(f"`embedder` must be a string or None; got {embedder!r}.")
+        params = {
+            "nlist": nlist,
+            "nprobe": nprobe,
+            "hnsw_m": hnsw_m,
+            "ef_construction": ef_construction,
+            "ef_search": ef_search,
+        }
+        for name, value in params.items():
+            if value is None and name == "nlist":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+            if value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        self.dim, self.kind, self.embedder = int(dim), kind, embedder
+        self.params = {k: None if v is None else int(v) for k, v in params.items()}
+        self.threshold = None
+        self._index = None
+        self._ids = np.empty(0, np.int64)
+        self._labels = None
+
+    def __len__(self):
+        return int(self._ids.size)
+
+    @property
+    def labels(self):
+        """Labels of the gallery rows in insertion order, or `None`."""
+        return self._labels
+
+    @property
+    def ids(self):
+        """Ids of the gallery rows in insertion order (int64)."""
+        return self._ids
+
+    def _make(self, x):
+        p = self.params
+        if self.kind == "flat":
+            return faiss.IndexFlatIP(self.dim)
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(
+                self.dim, p["hnsw_m"], faiss.METRIC_INNER_PRODUCT
+            )
+            index.hnsw.efConstruction = p["ef_construction"]
+            return index
+        nlist = p["nlist"] or max(1, int(4 * math.sqrt(x.shape[0])))
+        if x.shape[0] < nlist:
+            raise ValueError(
+                f"An IVF index with nlist={nlist} cells needs at least {nlist} "
+                f"embeddings in its first `add` to train on; got {x.shape[0]}."
+            )
+        self.params["nlist"] = nlist
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(
+            quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT
+        )
+        index.train(x)
+        return index
+
+    def add(self, embeddings, labels=None, ids=None):
+        """Adds rows to the gallery.
+
+        Args:
+            embeddings: array `(n, dim)`, normalised here.
+            labels: integer or string labels `(n,)`: all adds give labels, or
+                none does. Defaults to `None`.
+            ids: int64 ids `(n,)`, unique in the index. Defaults to `None`:
+                the running row number.
+        """
+        ensure_threads()
+        x = normalize_rows(check_matrix(embeddings, "embeddings", dim=self.dim))
+        if (labels is None) != (self._labels is None) and len(self):
+            raise ValueError(
+                "`labels` must be given on every `add` or on none; the index "
+                f"{'has' if self._labels is not None else 'has no'} labels."
+            )
+        if labels is not None:
+            labels = _check_labels(labels, x.shape[0], "labels")
+        if ids is None:
+            start = int(self._ids.max()) + 1 if len(self) else 0
+            ids = np.arange(start, start + x.shape[0], dtype=np.int64)
+        else:
+            ids = np.asarray(ids)
+            if ids.shape != (x.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
+                raise ValueError(
+                    f"`ids` must be integers of shape ({x.shape[0]},); got "
+                    f"{ids.dtype} of shape {ids.shape}."
+                )
+            ids = ids.astype(np.int64)
+            if np.unique(ids).size != ids.size or np.isin(ids, self._ids).any():
+                raise ValueError(
+                    "`ids` must be unique, also against those already added."
+                )
+        if self._index is None:
+            self._index = self._make(x)
+        self._index.add(x)
+        self._ids = np.concatenate([self._ids, ids])
+        if labels is not None:
+            self._labels = (
+                labels
+                if self._labels is None
+                else np.concatenate([self._labels, labels])
+            )
+
+    def _search(self, queries, k):
+        ensure_threads()
+        k = _check_k(k)
+        if not len(self):
+            raise ValueError("The index is empty: `add` embeddings before searching.")
+        q = normalize_rows(check_matrix(queries, "queries", dim=self.dim))
+        if self.kind == "ivf":
+            self._index.nprobe = self.params["nprobe"]
+        elif self.kind == "hnsw":
+            self._index.hnsw.efSearch = max(self.params["ef_search"], k)
+        scores, positions = self._index.search(q, k)
+        found = positions >= 0
+        return np.where(found, scores, -np.inf).astype(np.float32), positions, found
+
+    def search(self, queries, k):
+        """Cosine top-k of each query.
+
+        Args:
+            queries: array `(num_queries, dim)`, normalised here; its dim must
+                be the index's.
+            k: neighbours per query.
+
+        Returns:
+            `(scores, ids)`: float32 cosine similarities `(num_queries, k)`,
+            best first, and int64 ids; where fewer than k are found (k above
+            the gallery size, or an IVF probe with few rows) the ids are -1
+            and the scores -inf.
+        """
+        scores, positions, found = self._search(queries, k)
+        return scores, np.where(found, self._ids[np.where(found, positions, 0)], -1)
+
+    def lookup(self, queries, k):
+        """`search` with the neighbours' labels.
+
+        Returns:
+            `(scores, ids, labels)`; `labels` `(num_queries, k)` holds the
+            neighbours' labels (-1 or "" where no neighbour was found).
+        """
+        if self._labels is None:
+            raise ValueError("The index has no labels: pass `labels` to `add`.")
+        scores, positions, found = self._search(queries, k)
+        ids = np.where(found, self._ids[np.where(found, positions, 0)], -1)
+        missing = -1 if np.issubdtype(self._labels.dtype, np.integer) else ""
+        labels = np.where(found, self._labels[np.where(found, positions, 0)], missing)
+        return scores, ids, labels
+
+    def calibrate(self, queries, labels, *, target_precision=None):
+        """Chooses the open-set distance threshold on labelled queries.
+
+        Each query is matched to its nearest gallery row; the cosine distance
+        `1 - similarity` decides: accepted when `distance <= threshold`. At
+        each threshold (each distinct distance), precision is the share of
+        accepted queries whose neighbour has their label, recall the share of
+        all queries accepted with the right label (queries whose class is not
+        in the gallery can never count), F1 their harmonic mean. The chosen
+        threshold is kept in `self.threshold` (and saved) for `match`.
+        Queries should be held out from the gallery: one that is in it finds
+        itself at distance 0.
+
+        Args:
+            queries: array `(num_queries, dim)`.
+            labels: their labels `(num_queries,)`, of the gallery's dtype kind.
+            target_precision: in (0, 1]: the largest threshold whose precision
+                reaches it. Defaults to `None`: the threshold of the best F1.
+
+        Returns:
+            Dict with `"threshold"`, `"precision"`, `"recall"`, `"f1"` at the
+            chosen threshold and `"curve"`: arrays `"thresholds"` (rising),
+            `"precision"`, `"recall"`, `"f1"`.
+
+        Raises:
+            ValueError: when no threshold reaches `target_precision`.
+        """
+        if target_precision is not None and not (
+            isinstance(target_precision, float | int) and 0 < target_precision <= 1
+        ):
+            raise ValueError(
+                f"`target_precision` must be in (0, 1] or None; got {target_precision!r}."
+            )
+        q = check_matrix(queries, "queries", dim=self.dim)
+        labels = _check_labels(labels, q.shape[0], "labels")
+        scores, _, neighbour_labels = self.lookup(q, 1)
+        distance = 1.0 - scores[:, 0].astype(np.float64)
+        correct = neighbour_labels[:, 0] == labels
+        order = np.argsort(distance, kind="stable")
+        distance, correct = distance[order], correct[order]
+        # One point per distinct distance: the last query of each run.
+        last = np.flatnonzero(np.diff(distance, append=np.inf) != 0)
+        accepted = last + 1
+        right = np.cumsum(correct)[last]
+        precision = right / accepted
+        recall = right / distance.size
+        f1 = np.where(
+            right > 0, 2 * precision * recall / (precision + recall + 1e-300), 0
+        )
+        if target_precision is None:
+            best = int(np.argmax(f1))
+        else:
+            reach = np.flatnonzero(precision >= target_precision - 1e-12)
+            if reach.size == 0:
+                raise ValueError(
+                    f"No threshold reaches `target_precision`={target_precision}; "
+                    f"the best precision is {precision.max():.4f}."
+                )
+            best = int(reach[-1])
+        self.threshold = float(distance[last[best]])
+        return {
+            "threshold": self.threshold,
+            "precision": float(precision[best]),
+            "recall": float(recall[best]),
+            "f1": float(f1[best]),
+            "curve": {
+                "thresholds": distance[last],
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+            },
+        }
+
+    def match(self, queries, *, threshold=None, unknown=None):
+        """The label of each query's nearest row, or `unknown` beyond the threshold.
+
+        Args:
+            queries: array `(num_queries, dim)`.
+            threshold: cosine distance `1 - similarity` up to which a match is
+                accepted. Defaults to `None`: `self.threshold` from
+                `calibrate` (or a loaded index).
+            unknown: the label of rejected queries. Defaults to `None`: -1
+                for integer labels, `"unknown"` for string labels.
+
+        Returns:
+            Array `(num_queries,)` of labels.
+        """
+        threshold = self.threshold if threshold is None else threshold
+        if threshold is None:
+            raise ValueError("No `threshold`: pass one or run `calibrate` first.")
+        if unknown is None:
+            unknown = -1 if np.issubdtype(self._labels.dtype, np.integer) else "unknown"
+        scores, _, neighbour_labels = self.lookup(queries, 1)
+        accepted = 1.0 - scores[:, 0].astype(np.float64) <= threshold
+        return np.where(accepted, neighbour_labels[:, 0], unknown)
+
+    def metadata(self):
+        """What `save` writes to `metadata.json` and `load` checks."""
+        return {
+            "format": _FORMAT,
+            "dim": self.dim,
+            "kind": self.kind,
+            "count": len(self),
+            "embedder": self.embedder,
+            "threshold": self.threshold,
+            "params": self.params,
+            "labels": None if self._labels is None else self._labels.dtype.str,
+        }
+
+    def save(self, path):
+        """Writes the index to the folder `path`, replacing it whole.
+
+        The folder holds `index.faiss`, `arrays.npz` (ids, labels) and
+        `metadata.json`. Everything is written to a new folder beside `path`
+        first and renamed into place, so a failed save leaves the old index
+        (or nothing) and never a half-written one.
+        """
+        if self._index is None:
+            raise ValueError("The index is empty: nothing to save.")
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            faiss.write_index(self._index, str(tmp / "index.faiss"))
+            arrays = {"ids": self._ids}
+            if self._labels is not None:
+                arrays["labels"] = self._labels
+            with open(tmp / "arrays.npz", "wb") as f:
+                np.savez(f, **arrays)
+            (tmp / "metadata.json").write_text(json.dumps(self.metadata(), indent=1))
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path, *, embedder=None):
+        """Reads an index written by `save` and checks it against its metadata.
+
+        Args:
+            path: the folder.
+            embedder: when given, the `embedder` the index must have been
+                built for. Defaults to `None`: not checked.
+        """
+        path = pathlib.Path(path)
+        meta_path = path / "metadata.json"
+        if not meta_path.is_file():
+            raise ValueError(f"{path} is not a saved EmbeddingIndex: no metadata.json.")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}.")
+        if embedder is not None and meta["embedder"] != embedder:
+            raise ValueError(
+                f"{path} holds embeddings of embedder {meta['embedder']!r}, not "
+                f"{embedder!r}: queries from another model are not comparable."
+            )
+        params = {k: v for k, v in meta["params"].items() if v is not None}
+        out = cls(meta["dim"], kind=meta["kind"], embedder=meta["embedder"], **params)
+        out._index = faiss.read_index(str(path / "index.faiss"))
+        with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
+            out._ids = arrays["ids"]
+            out._labels = arrays["labels"] if "labels" in arrays else None
+        expected = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat}
+        expected["hnsw"] = faiss.IndexHNSWFlat
+        found = {
+            "dim": out._index.d,
+            "count": out._index.ntotal,
+            "ids": out._ids.size,
+            "labels": meta["count"] if out._labels is None else out._labels.size,
+        }
+        wanted = {"dim": meta["dim"], "count": meta["count"]}
+        wanted.update(ids=meta["count"], labels=meta["count"])
+        bad = [
+            f"{key} {found[key]} (metadata: {wanted[key]})"
+            for key in found
+            if found[key] != wanted[key]
+        ]
+        if not isinstance(out._index, expected[meta["kind"]]):
+            bad.append(f"kind {type(out._index).__name__} (metadata: {meta['kind']})")
+        if bad:
+            raise ValueError(f"{path} does not match its metadata: {', '.join(bad)}.")
+        out.threshold = meta["threshold"]
+        return out
