@@ -48,7 +48,7 @@ def test_symmetric_normalization_and_bad_name():
     x, _ = data.preprocess_reid(_image(), 0, normalization="symmetric")
     assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
     with pytest.raises(ValueError, match="`normalization` must be one of"):
-        data.preprocess_fine_grained(_image(), 0, normalization="caffe")
+        data.preprocess_fine_grained(_image(), 0, normalization="bogus")
 
 
 def test_fine_grained_centre_crop():
