@@ -119,9 +119,7 @@ def backbone_normalization(name):
             return BACKBONES[family]
     if key.startswith("resnet"):
         return BACKBONES["resnet_v2" if key.endswith("v2") else "resnet"]
-    raise ValueError(
-        f"Unknown backbone {name!r}; known families: {sorted(BACKBONES)}."
-    )
+    raise ValueError(f"Unknown backbone {name!r}; known families: {sorted(BACKBONES)}.")
 
 
 def canonical_normalization(name, what="normalization"):

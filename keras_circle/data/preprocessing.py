@@ -119,8 +119,6 @@ def fine_grained_spec(size=224, resize=256, normalization="imagenet"):
     )
 
 
-
-
 def random_erasing(image, probability=0.5, area=(0.02, 0.4), aspect=(0.3, 3.3)):
     """Random erasing (Zhong et al., AAAI 2020), Algorithm 1.
 

@@ -141,7 +141,9 @@ def export_saved_model(
         if graph.preprocessing is not None:
             archive.add_endpoint(BYTES_SIGNATURE, graph.serve_bytes, [graph.bytes_spec])
         if graph.gallery is not None:
-            archive.add_endpoint(SEARCH_SIGNATURE, graph.serve_search, [graph.image_spec])
+            archive.add_endpoint(
+                SEARCH_SIGNATURE, graph.serve_search, [graph.image_spec]
+            )
         os.makedirs(base_dir, exist_ok=True)
         publish.remove_stale_staging(base_dir)
         with publish.Staging(base_dir) as staging:

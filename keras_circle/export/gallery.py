@@ -108,10 +108,6 @@ def gallery_arrays(gallery, embedding_size, fingerprint=None):
 
 def check_top_k(top_k, gallery_size):
     """`min(top_k, gallery_size)` after checking `top_k` is a positive int."""
-    if (
-        isinstance(top_k, bool)
-        or not isinstance(top_k, numbers.Integral)
-        or top_k < 1
-    ):
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive int; got {top_k!r}.")
     return int(min(top_k, gallery_size))
