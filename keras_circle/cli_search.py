@@ -170,7 +170,9 @@ def load_images(data):
     import numpy as np
 
     if os.path.isdir(data):
-        folders = sorted(e for e in os.scandir(data) if e.is_dir())
+        folders = sorted(
+            (e for e in os.scandir(data) if e.is_dir()), key=lambda e: e.name
+        )
         paths, labels = [], []
         for folder in folders:
             for name in sorted(os.listdir(folder.path)):

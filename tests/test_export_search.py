@@ -173,3 +173,21 @@ def test_top_k_capped_at_gallery_size_and_checked(searched, tmp_path):
             embedder, tmp_path / "base", gallery=other, progress=False
         )
     assert not os.path.exists(tmp_path / "base" / "1")
+
+
+def test_onnx_gallery_above_the_measured_size_is_refused(
+    searched, tmp_path, monkeypatch
+):
+    from keras_circle.export import exporters
+
+    monkeypatch.setattr(exporters, "MAX_ONNX_GALLERY_VALUES", 8 * 29)
+    with pytest.raises(
+        ValueError, match=r"too large for ONNX search.*export_saved_model"
+    ):
+        export.export_onnx(
+            searched["embedder"],
+            tmp_path / "big.onnx",
+            gallery=searched["index"],
+            progress=False,
+        )
+    assert not (tmp_path / "big.onnx").exists()

@@ -26,6 +26,10 @@ from keras_circle.export.graph import ServingGraph
 MIN_OPSET = 13
 MAX_OPSET = 18
 MAX_VERSION = 2**63 - 1  # TF Serving versions are int64
+# tf2onnx folds the gallery into the graph as a constant: 100k x 128
+# converted in 15 s, 1M x 128 exhausted 23 GB without finishing. Larger
+# galleries belong in the SavedModel's variables or a faiss index.
+MAX_ONNX_GALLERY_VALUES = 2**24
 
 
 def export_saved_model(
@@ -264,6 +268,13 @@ def export_onnx(
         function = graph.serve
         if gallery is not None:
             graph.set_gallery(gallery, top_k)
+            if graph.gallery_numpy[0].size > MAX_ONNX_GALLERY_VALUES:
+                raise ValueError(
+                    f"`gallery` of shape {graph.gallery_numpy[0].shape} is too large "
+                    f"for ONNX search (at most {MAX_ONNX_GALLERY_VALUES} values, "
+                    "e.g. 131072 x 128: tf2onnx folds it into the graph); use "
+                    "export_saved_model(..., gallery=...) or a saved EmbeddingIndex."
+                )
             function = graph.serve_with_search
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=[graph.image_spec], opset=int(opset)
