@@ -40,6 +40,12 @@ def add_index(subparsers):
     )
     parser.add_argument("--out", required=True, help="Folder to save the index to.")
     parser.add_argument(
+        "--images-key", help="The .npz array of images (default: `x` or `images`)."
+    )
+    parser.add_argument(
+        "--labels-key", help="The .npz array of labels (default: `labels` or `y`)."
+    )
+    parser.add_argument(
         "--kind", choices=["flat", "ivf", "hnsw"], default="flat", help="Index kind."
     )
     parser.add_argument("--batch-size", type=int, default=64, help="Images per batch.")
@@ -165,7 +171,7 @@ def _read_files(paths):
     return np.array(encoded, dtype=object)
 
 
-def load_images(data):
+def load_images(data, images_key=None, labels_key=None):
     """`(items, labels or None)` from a folder or an `.npz` (see `index`)."""
     import numpy as np
 
@@ -194,13 +200,21 @@ def load_images(data):
     if not data.endswith(".npz") or not os.path.isfile(data):
         raise ValueError(f"DATA {data!r} must be a folder of images or an .npz file.")
     with np.load(data, allow_pickle=False) as arrays:
-        key = next((k for k in ("x", "images") if k in arrays), None)
+        keys = [images_key] if images_key else ["x", "images"]
+        key = next((k for k in keys if k in arrays), None)
         if key is None:
             raise ValueError(
-                f"DATA {data!r} has no `x` or `images` array; it has {sorted(arrays)}."
+                f"DATA {data!r} has no {' or '.join(f'`{k}`' for k in keys)} array; "
+                f"it has {sorted(arrays)}."
             )
         images = arrays[key]
-        label_key = next((k for k in ("labels", "y") if k in arrays), None)
+        if labels_key and labels_key not in arrays:
+            raise ValueError(
+                f"DATA {data!r} has no `{labels_key}` array; it has {sorted(arrays)}."
+            )
+        label_key = labels_key or next(
+            (k for k in ("labels", "y") if k in arrays), None
+        )
         labels = arrays[label_key] if label_key else None
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(
@@ -233,7 +247,7 @@ def run_index(args):
         from keras_circle.search import EmbeddingIndex
 
         embedder = Embedder(args.model, _options(args))
-        items, labels = load_images(args.data)
+        items, labels = load_images(args.data, args.images_key, args.labels_key)
         embeddings = embedder.embed(items, args.batch_size, not args.no_progress)
         index = EmbeddingIndex(
             embeddings.shape[1],
