@@ -291,8 +291,8 @@ def check_spec(spec, *, default=None, input_shape=None):
         for got, want in zip(wanted, input_shape[1:], strict=True):
             if want is not None and got != want:
                 raise ValueError(
-                    f"preprocessing size {out['size']} and channels "
-                    f"{out['channels']} do not match the model input shape "
+                    f"preprocessing (size {out['size']}, channels "
+                    f"{out['channels']}) does not match the model input shape "
                     f"{tuple(input_shape)}."
                 )
     return out
