@@ -1,13 +1,16 @@
 """Tests of the search inside exports: `serving_search` and the ONNX search outputs."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
@@ -131,10 +134,16 @@ def test_onnx_search_outputs_match_index(searched):
     assert ids.dtype == np.int64 and scores.dtype == np.float32
     embeddings = np.asarray(searched["embedder"](x))
     assert_same_search(ids, scores, searched["index"], embeddings)
-    ops = {
-        node.op_type for node in __import__("onnx").load(searched["onnx"]).graph.node
-    }
+    ops = {node.op_type for node in onnx.load(searched["onnx"]).graph.node}
     assert {"MatMul", "TopK"} <= ops
+    # The edge client (no TensorFlow) exposes the same search.
+    path = Path(__file__).resolve().parents[1] / "serving" / "onnx_inference.py"
+    spec = importlib.util.spec_from_file_location("onnx_inference", path)
+    client_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client_module)
+    client = client_module.OnnxEmbedder(str(searched["onnx"]))
+    assert client.has_search
+    np.testing.assert_array_equal(client.search(x)[0], ids)
 
 
 def test_top_k_capped_at_gallery_size_and_checked(searched, tmp_path):

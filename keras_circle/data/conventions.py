@@ -26,7 +26,8 @@ name); `"imagenet"` is the torchvision mean/std of [0, 1] pixels; `"caffe"`
 is `keras.applications.resnet`'s `preprocess_input`: RGB to BGR and the
 ImageNet BGR mean subtracted, no scaling; `"none"` keeps [0, 255] (for a
 model that rescales its own input). `BACKBONES` gives the one each
-`keras.applications` family expects. Standard library only.
+`keras.applications` family expects. Standard library only (NumPy in
+`normalize_pixels`), so a client can read the table without TensorFlow.
 """
 
 import numbers

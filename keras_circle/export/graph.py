@@ -65,7 +65,7 @@ def default_preprocessing(embedder):
     )
 
 
-def real_images(spec):
+def real_images():
     """Encoded real images for the bytes verification: PNG and JPEG, grey and
     colour, square and not (so the crop policy is exercised).
 
@@ -228,7 +228,7 @@ class ServingGraph:
         The reference is what evaluation computes: Keras on
         `keras_circle.data.test_time_image` of the same bytes.
         """
-        encoded = real_images(self.preprocessing)
+        encoded = real_images()
         got = signature(**{BYTES_INPUT_NAME: encoded})[OUTPUT_NAME].numpy()
         x = np.stack([test_time_image(e, self.preprocessing) for e in encoded])
         want = self.reference(x)
