@@ -11,6 +11,8 @@ import argparse
 import pathlib
 import sys
 
+from keras_circle import cli_search
+
 
 def _add_export(subparsers):
     parser = subparsers.add_parser(
@@ -299,6 +301,7 @@ def _run_demo(args):
 
 
 SUBCOMMANDS = [_add_train, _add_evaluate, _add_export, _add_demo]
+SUBCOMMANDS += [cli_search.add_index, cli_search.add_search]
 
 
 def build_parser():

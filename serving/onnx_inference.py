@@ -1,8 +1,13 @@
-"""Edge inference: embed image files with an exported ONNX embedder.
+"""Edge inference: embed (and search) image files with an exported ONNX embedder.
 
 Needs onnxruntime, NumPy and Pillow only (no TensorFlow, no keras_circle).
-The preprocessing (size, channels, scaling) is read from the model's
-metadata, as written by `keras_circle.export.export_onnx`.
+The preprocessing spec is read from the model's metadata, as written by
+`keras_circle.export.export_onnx`, and applied as
+`keras_circle.data.test_time_image` does: decode, resize bilinearly with
+TensorFlow's sampling (half-pixel centres, no antialiasing; the whole image,
+or the shorter side then a centre crop), clip, reverse to BGR if asked,
+`(pixel - mean) / std`. A file exported with a gallery also returns the
+top-k `ids` and `scores`.
 
 Usage:
 
@@ -15,13 +20,65 @@ import json
 import numpy as np
 import onnxruntime
 
-# pixel value (uint8 range) -> pixel * factor + offset, as in keras_circle.export
-SCALES = {
-    "zero_one": (1.0 / 255.0, 0.0),
-    "minus_one_to_one": (1.0 / 127.5, -1.0),
-    "none": (1.0, 0.0),
+# Metadata of exports before the spec had mean/std: scale -> (mean, std).
+_OLD_SCALES = {
+    "zero_one": (0.0, 255.0),
+    "minus_one_to_one": (127.5, 127.5),
+    "none": (0.0, 1.0),
 }
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _axis_weights(in_size, out_size):
+    """Lower/upper source indices and weights of TF's bilinear resize on one axis."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    where = (np.arange(out_size, dtype=np.float32) + 0.5) * scale - 0.5
+    floor = np.floor(where)
+    lower = np.maximum(floor, 0).astype(int)
+    upper = np.minimum(np.ceil(where), in_size - 1).astype(int)
+    return lower, upper, (where - floor).astype(np.float32)[:, None]
+
+
+def resize_bilinear(pixels, height, width):
+    """`tf.image.resize(pixels, (height, width))` (bilinear) in NumPy.
+
+    Args:
+        pixels: float32 `(h, w, c)`.
+        height: Output height.
+        width: Output width.
+
+    Returns:
+        float32 `(height, width, c)`.
+    """
+    top, bottom, dy = _axis_weights(pixels.shape[0], height)
+    left, right, dx = _axis_weights(pixels.shape[1], width)
+    rows = pixels[top] + (pixels[bottom] - pixels[top]) * dy[..., None]
+    return rows[:, left] + (rows[:, right] - rows[:, left]) * dx
+
+
+def preprocess(pixels, spec):
+    """uint8 pixels `(h, w, c)` to a model input, as the spec says."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    height, width = spec["size"]
+    if spec.get("resize", "resize") == "resize":
+        if pixels.shape[:2] != (height, width):
+            pixels = resize_bilinear(pixels, height, width)
+    else:
+        shape = np.array(pixels.shape[:2], dtype=np.float32)
+        scale = np.float32(spec["shorter_side"]) / shape.min()
+        new = np.round(shape * scale).astype(int)
+        pixels = resize_bilinear(pixels, *new)
+        top, left = (new - (height, width)) // 2
+        pixels = pixels[top : top + height, left : left + width]
+    pixels = np.clip(pixels, 0.0, 255.0)
+    if "mean" in spec:
+        mean, std, bgr = spec["mean"], spec["std"], spec["bgr"]
+    else:
+        (mean, std), bgr = _OLD_SCALES[spec["scale"]], False
+    if bgr:
+        pixels = pixels[..., ::-1]
+    mean = np.asarray(mean, dtype=np.float32)
+    return (pixels - mean) / np.asarray(std, dtype=np.float32)
 
 
 class OnnxEmbedder:
@@ -46,7 +103,11 @@ class OnnxEmbedder:
         self.metadata = {key: json.loads(value) for key, value in props.items()}
         self.preprocessing = self.metadata.get("preprocessing")
         self.input = self.session.get_inputs()[0]
-        self.output = self.session.get_outputs()[0]
+        outputs = {output.name: output for output in self.session.get_outputs()}
+        self.output = (
+            outputs["embedding"] if "embedding" in outputs else outputs.popitem()[1]
+        )
+        self.has_search = "ids" in outputs and "scores" in outputs
 
     def embed(self, images):
         """Embeds preprocessed float32 images `(batch, H, W, C)`.
@@ -67,23 +128,30 @@ class OnnxEmbedder:
         return self.session.run([self.output.name], {self.input.name: images})[0]
 
     def load_images(self, paths):
-        """Decodes, resizes (bilinear) and scales image files as the metadata says."""
+        """Decodes and preprocesses image files as the metadata's spec says."""
         from PIL import Image
 
         if not self.preprocessing:
             raise ValueError("This model's metadata has no image preprocessing.")
-        height, width = self.preprocessing["size"]
-        mode = _MODES[self.preprocessing["channels"]]
-        factor, offset = SCALES[self.preprocessing["scale"]]
+        channels = self.preprocessing["channels"]
         batch = []
         for path in paths:
             with Image.open(path) as image:
-                image = image.convert(mode)
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.BILINEAR)
-                pixels = np.asarray(image, dtype="float32")
-            batch.append(pixels.reshape(height, width, -1))
-        return np.stack(batch) * factor + offset
+                pixels = np.asarray(image.convert(_MODES[channels]))
+            pixels = pixels.reshape(*pixels.shape[:2], channels)
+            batch.append(preprocess(pixels, self.preprocessing))
+        return np.stack(batch).astype(np.float32)
+
+    def search(self, images):
+        """`(ids, scores)` of the gallery stored in the file, best first.
+
+        Raises:
+            ValueError: If the file was exported without a gallery.
+        """
+        if not self.has_search:
+            raise ValueError("This ONNX file has no search outputs (no gallery).")
+        images = np.asarray(images, dtype="float32")
+        return tuple(self.session.run(["ids", "scores"], {self.input.name: images}))
 
     def embed_files(self, paths):
         """Embeds image files; returns float32 `(len(paths), dim)`."""
@@ -102,6 +170,13 @@ def main(argv=None):
     np.set_printoptions(precision=4, suppress=True)
     print("cosine similarities:")
     print(embeddings @ embeddings.T)
+    if embedder.has_search:
+        ids, scores = embedder.search(embedder.load_images(args.images))
+        for path, row, row_scores in zip(args.images, ids, scores, strict=True):
+            found = ", ".join(
+                f"{i} ({s:.4f})" for i, s in zip(row, row_scores, strict=True)
+            )
+            print(f"{path}: {found}")
     return 0
 
 

@@ -81,7 +81,11 @@ def test_tf_serving_layout(exported):
         assert meta["preprocessing"] == {
             "size": [32, 32],
             "channels": 3,
-            "scale": "zero_one",
+            "resize": "resize",
+            "normalization": "zero_one",
+            "mean": 0.0,
+            "std": 255.0,
+            "bgr": False,
         }
     assert export.next_version(base) == 3
 
@@ -214,7 +218,7 @@ def test_onnx_batch_axis_and_metadata(exported):
     assert [v.name for v in proto.graph.output] == ["embedding"]
     props = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert props["embedding_size"] == DIM
-    assert props["preprocessing"]["scale"] == "zero_one"
+    assert props["preprocessing"]["normalization"] == "zero_one"
     assert props["source"]
     assert max(props["max_abs_diff_vs_keras"].values()) < 1e-5
     assert proto.opset_import[0].version == 17
@@ -311,9 +315,9 @@ def test_no_usable_embedding_output(tmp_path):
     two = keras.Model(inputs, [keras.layers.Flatten()(inputs)] * 2)
     with pytest.raises(ValueError, match="2 outputs"):
         export.export_onnx(two, tmp_path / "two.onnx", progress=False)
-    with pytest.raises(ValueError, match="Unknown preprocessing key.*'mean'"):
+    with pytest.raises(ValueError, match="Unknown preprocessing key.*'average'"):
         export.export_saved_model(
-            make_embedder(), tmp_path, preprocessing={"mean": 0.5}, progress=False
+            make_embedder(), tmp_path, preprocessing={"average": 0.5}, progress=False
         )
     with pytest.raises(ValueError, match="does not match the model input"):
         export.export_saved_model(

@@ -241,7 +241,8 @@ def test_cli_export_in_process(served, capsys):
     printed = capsys.readouterr().out
     assert f"SavedModel: {out / '1'}" in printed and "ONNX:" in printed
     meta = json.loads((out / "1" / export.METADATA_PATH).read_text())
-    assert meta["preprocessing"]["scale"] == "minus_one_to_one"
+    # The CLI's old scale name maps to the shared normalization vocabulary.
+    assert meta["preprocessing"]["normalization"] == "symmetric"
     # Errors are one line on stderr and a non-zero status, not a traceback.
     assert cli.main(["export", str(served["keras_file"])]) == 2
     not_a_dir = served["root"] / "file"

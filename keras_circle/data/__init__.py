@@ -2,11 +2,17 @@
 
 Class-balanced P x K sampling (`pk_batches`), loaders for the fine-grained
 (TFDS), person re-ID (Market-1501, MSMT17 folders) and face (identity
-folders, LFW pairs) data sets, per-family preprocessing, and a Fashion-MNIST
+folders, LFW pairs) data sets, per-family preprocessing (the test-time
+conventions shared with export: `conventions`), and a Fashion-MNIST
 subset that ships with the package. The glyph benchmark loader
 (`load_glyphs`) needs NumPy only.
 """
 
+from keras_circle.data.conventions import BACKBONES
+from keras_circle.data.conventions import NORMALIZATIONS
+from keras_circle.data.conventions import backbone_normalization
+from keras_circle.data.conventions import check_spec
+from keras_circle.data.conventions import make_spec
 from keras_circle.data.faces import load_identity_folders
 from keras_circle.data.faces import load_lfw_pairs
 from keras_circle.data.fashion_mnist import fashion_mnist_subset_info
@@ -21,10 +27,15 @@ from keras_circle.data.glyphs import Glyphs
 from keras_circle.data.glyphs import cross_typeface_split
 from keras_circle.data.glyphs import glyphs_info
 from keras_circle.data.glyphs import load_glyphs
+from keras_circle.data.preprocessing import face_spec
+from keras_circle.data.preprocessing import fine_grained_spec
 from keras_circle.data.preprocessing import preprocess_face
 from keras_circle.data.preprocessing import preprocess_fine_grained
 from keras_circle.data.preprocessing import preprocess_reid
 from keras_circle.data.preprocessing import random_erasing
+from keras_circle.data.preprocessing import reid_spec
+from keras_circle.data.preprocessing import test_time_image
+from keras_circle.data.preprocessing import test_time_preprocess
 from keras_circle.data.reid import ReidSplit
 from keras_circle.data.reid import load_market1501
 from keras_circle.data.reid import load_msmt17
@@ -39,16 +50,22 @@ from keras_circle.data.sampler import pk_dataset_fn
 
 __all__ = [
     "ArraySource",
+    "BACKBONES",
     "FINE_GRAINED_SETS",
     "FileSource",
     "Glyphs",
+    "NORMALIZATIONS",
     "ReidSplit",
     "TfdsSource",
+    "backbone_normalization",
+    "check_spec",
     "cross_typeface_split",
     "decode_image_file",
     "epoch_plan",
+    "face_spec",
     "fashion_mnist_subset_info",
     "files_dataset",
+    "fine_grained_spec",
     "glyphs_info",
     "load_fashion_mnist_subset",
     "load_fine_grained",
@@ -58,6 +75,7 @@ __all__ = [
     "load_lfw_pairs",
     "load_market1501",
     "load_msmt17",
+    "make_spec",
     "parse_market1501_name",
     "parse_msmt17_name",
     "pk_batches",
@@ -66,5 +84,8 @@ __all__ = [
     "preprocess_fine_grained",
     "preprocess_reid",
     "random_erasing",
+    "reid_spec",
     "sample_verification_pairs",
+    "test_time_image",
+    "test_time_preprocess",
 ]

@@ -9,32 +9,113 @@ recipe are drawn from TensorFlow's random ops (seed them with
 `keras.utils.set_random_seed`). Bind the flag with `functools.partial`:
 
     ds.map(functools.partial(preprocess_reid, training=True))
+
+The test-time paths are `test_time_image(image, spec)` with the spec of
+`face_spec`, `reid_spec` or `fine_grained_spec` (see
+`keras_circle.data.conventions`): the function the exported `serving_bytes`
+signature runs, so served embeddings equal evaluated ones.
 """
 
 import tensorflow as tf
 
+from keras_circle.data.conventions import canonical_normalization
+from keras_circle.data.conventions import check_spec
+from keras_circle.data.conventions import make_spec
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_NORMALIZATIONS = ("imagenet", "symmetric")
 
 
-def _as_rgb(image):
-    """uint8 `(h, w, 3)` from uint8 pixels or encoded bytes."""
+def decode_pixels(image, channels=3):
+    """uint8 `(h, w, channels)` from uint8 pixels or encoded bytes.
+
+    Grey pixels are repeated to RGB when 3 channels are asked for.
+    """
+    image = tf.convert_to_tensor(image)
     if image.dtype == tf.string:
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
-    elif image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    return tf.ensure_shape(image, (None, None, 3))
+        image = tf.io.decode_image(image, channels=channels, expand_animations=False)
+    else:
+        if image.shape.rank == 2:
+            image = image[..., None]
+        if image.shape[-1] == 1 and channels == 3:
+            image = tf.image.grayscale_to_rgb(image)
+    return tf.ensure_shape(image, (None, None, channels))
 
 
-def _normalize(image, normalization):
-    """Float pixels in [0, 255] to the model's input range."""
-    if normalization == "imagenet":
-        return (image / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    if normalization == "symmetric":
-        return image / 127.5 - 1.0
-    raise ValueError(
-        f"`normalization` must be one of {_NORMALIZATIONS}; got {normalization!r}."
+def normalize(image, spec):
+    """Float pixels in [0, 255] to the model's input, as `spec` says."""
+    if spec["bgr"]:
+        image = image[..., ::-1]
+    mean = tf.constant(spec["mean"], tf.float32)
+    std = tf.constant(spec["std"], tf.float32)
+    return (image - mean) / std
+
+
+def resize_image(image, spec):
+    """Float pixels resized by the spec's policy; `(H, W, C)` out."""
+    height, width = spec["size"]
+    if spec["resize"] == "resize":
+        return tf.image.resize(image, (height, width))
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = spec["shorter_side"] / tf.reduce_min(shape)
+    new_shape = tf.cast(tf.math.round(shape * scale), tf.int32)
+    image = tf.image.resize(image, new_shape)
+    offset = (new_shape - (height, width)) // 2
+    return tf.image.crop_to_bounding_box(image, offset[0], offset[1], height, width)
+
+
+def test_time_image(image, spec):
+    """The test-time preprocessing of one image, as `spec` says.
+
+    Decode, resize, clip to [0, 255], normalise: the function the
+    evaluation pipeline maps over test images and the exported
+    `serving_bytes` signature runs on each request.
+
+    Args:
+        image: uint8 `(height, width, channels)` or `(height, width)`, or
+            encoded JPEG/PNG/GIF/BMP bytes (a scalar string).
+        spec: A preprocessing spec (`keras_circle.data.make_spec`).
+
+    Returns:
+        float32 `(H, W, C)`.
+
+    Example:
+
+    >>> spec = keras_circle.data.fine_grained_spec()
+    >>> x = keras_circle.data.test_time_image(tf.io.read_file("bird.jpg"), spec)
+    """
+    spec = check_spec(spec)
+    image = decode_pixels(image, spec["channels"])
+    image = resize_image(tf.cast(image, tf.float32), spec)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    height, width = spec["size"]
+    image = tf.ensure_shape(image, (height, width, spec["channels"]))
+    return normalize(image, spec)
+
+
+def test_time_preprocess(spec):
+    """`(image, label) -> (test_time_image(image, spec), label)` for `dataset.map`."""
+    spec = check_spec(spec)
+    return lambda image, label: (test_time_image(image, spec), label)
+
+
+def face_spec(size=(112, 112)):
+    """The test-time spec of `preprocess_face`: resize, [-1, 1]."""
+    return make_spec(list(size), normalization="symmetric")
+
+
+def reid_spec(size=(256, 128), normalization="imagenet"):
+    """The test-time spec of `preprocess_reid`: resize, `normalization`."""
+    return make_spec(list(size), normalization=normalization)
+
+
+def fine_grained_spec(size=224, resize=256, normalization="imagenet"):
+    """The test-time spec of `preprocess_fine_grained`: shorter side, centre crop."""
+    return make_spec(
+        size,
+        normalization=normalization,
+        resize="resize_shorter_then_center_crop",
+        shorter_side=resize,
     )
 
 
@@ -103,11 +184,13 @@ def preprocess_face(image, label, *, training=False, size=(112, 112)):
 
     >>> ds = ds.map(keras_circle.data.preprocess_face)
     """
-    image = tf.image.resize(tf.cast(_as_rgb(image), tf.float32), size)
-    if training:
-        image = tf.image.random_flip_left_right(image)
+    spec = face_spec(size)
+    if not training:
+        return test_time_image(image, spec), label
+    image = tf.image.resize(tf.cast(decode_pixels(image), tf.float32), size)
+    image = tf.image.random_flip_left_right(image)
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return _normalize(image, "symmetric"), label
+    return normalize(image, spec), label
 
 
 def preprocess_reid(
@@ -125,21 +208,24 @@ def preprocess_reid(
         label: passed through.
         training: whether to augment. Defaults to `False`.
         size: output `(height, width)`. Defaults to `(256, 128)`.
-        normalization: `"imagenet"` (ImageNet mean and standard deviation,
-            for ImageNet-pretrained backbones) or `"symmetric"` ([-1, 1]).
-            Defaults to `"imagenet"`.
+        normalization: A key of `keras_circle.data.NORMALIZATIONS`:
+            `"imagenet"` (ImageNet mean and standard deviation), `"symmetric"`
+            ([-1, 1]), `"caffe"`, `"zero_one"` or `"none"`. Defaults to
+            `"imagenet"`.
 
     Returns:
         `(image, label)`, image float32 `(256, 128, 3)`.
     """
-    image = tf.image.resize(tf.cast(_as_rgb(image), tf.float32), size)
-    if training:
-        image = tf.image.random_flip_left_right(image)
-        image = tf.pad(image, [[10, 10], [10, 10], [0, 0]])
-        image = tf.image.random_crop(image, (*size, 3))
-        image = random_erasing(image)
+    spec = reid_spec(size, canonical_normalization(normalization))
+    if not training:
+        return test_time_image(image, spec), label
+    image = tf.image.resize(tf.cast(decode_pixels(image), tf.float32), size)
+    image = tf.image.random_flip_left_right(image)
+    image = tf.pad(image, [[10, 10], [10, 10], [0, 0]])
+    image = tf.image.random_crop(image, (*size, 3))
+    image = random_erasing(image)
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return _normalize(image, normalization), label
+    return normalize(image, spec), label
 
 
 def preprocess_fine_grained(
@@ -159,42 +245,43 @@ def preprocess_fine_grained(
         size: output side. Defaults to `224`.
         resize: shorter side before the centre crop at test time. Defaults
             to `256`.
-        normalization: `"imagenet"` or `"symmetric"` ([-1, 1]). Defaults to
-            `"imagenet"`.
+        normalization: A key of `keras_circle.data.NORMALIZATIONS`, as in
+            `preprocess_reid`. Defaults to `"imagenet"`.
 
     Returns:
         `(image, label)`, image float32 `(224, 224, 3)`.
     """
-    image = _as_rgb(image)
-    if training:
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-            tf.shape(image),
-            bounding_boxes=tf.zeros((1, 0, 4)),
-            min_object_covered=0.0,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        image = tf.slice(image, begin, crop_size)
-        image = tf.image.resize(tf.cast(image, tf.float32), (size, size))
-        image = tf.image.random_flip_left_right(image)
-    else:
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = resize / tf.reduce_min(shape)
-        new_shape = tf.cast(tf.math.round(shape * scale), tf.int32)
-        image = tf.image.resize(tf.cast(image, tf.float32), new_shape)
-        offset = (new_shape - size) // 2
-        image = tf.image.crop_to_bounding_box(image, offset[0], offset[1], size, size)
+    spec = fine_grained_spec(size, resize, canonical_normalization(normalization))
+    if not training:
+        return test_time_image(image, spec), label
+    image = decode_pixels(image)
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros((1, 0, 4)),
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.slice(image, begin, crop_size)
+    image = tf.image.resize(tf.cast(image, tf.float32), (size, size))
+    image = tf.image.random_flip_left_right(image)
     image = tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), (size, size, 3))
-    return _normalize(image, normalization), label
+    return normalize(image, spec), label
 
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "decode_pixels",
+    "face_spec",
+    "fine_grained_spec",
     "preprocess_face",
     "preprocess_fine_grained",
     "preprocess_reid",
     "random_erasing",
+    "reid_spec",
+    "test_time_image",
+    "test_time_preprocess",
 ]

@@ -13,8 +13,11 @@ from keras_circle.export import publish
 from keras_circle.export.fingerprint import METADATA_PATH
 from keras_circle.export.fingerprint import check_shape_change
 from keras_circle.export.graph import BYTES_SIGNATURE
+from keras_circle.export.graph import IDS_NAME
 from keras_circle.export.graph import INPUT_NAME
 from keras_circle.export.graph import OUTPUT_NAME
+from keras_circle.export.graph import SCORES_NAME
+from keras_circle.export.graph import SEARCH_SIGNATURE
 from keras_circle.export.graph import SERVING_SIGNATURE
 from keras_circle.export.graph import ServingGraph
 
@@ -23,6 +26,10 @@ from keras_circle.export.graph import ServingGraph
 MIN_OPSET = 13
 MAX_OPSET = 18
 MAX_VERSION = 2**63 - 1  # TF Serving versions are int64
+# tf2onnx folds the gallery into the graph as a constant: 100k x 128
+# converted in 15 s, 1M x 128 exhausted 23 GB without finishing. Larger
+# galleries belong in the SavedModel's variables or a faiss index.
+MAX_ONNX_GALLERY_VALUES = 2**24
 
 
 def export_saved_model(
@@ -32,6 +39,8 @@ def export_saved_model(
     *,
     embedding_layer=None,
     preprocessing=None,
+    gallery=None,
+    top_k=10,
     atol=1e-5,
     verify_batch_size=16,
     allow_shape_change=False,
@@ -43,14 +52,21 @@ def export_saved_model(
     `embedding` (float32 `(batch, dim)`, unit L2 norm):
     `serving_default` takes `image`, float32 `(batch, H, W, C)` already
     preprocessed; `serving_bytes` takes `image_bytes`, a string `(batch,)` of
-    encoded JPEG/PNG/GIF/BMP images that it decodes, resizes (bilinear) and
-    scales as `preprocessing` says. A wrong image shape fails at run time
-    with an error naming the expected shape.
+    encoded JPEG/PNG/GIF/BMP images that it decodes and preprocesses with
+    `keras_circle.data.test_time_image` and the `preprocessing` spec (the
+    evaluation pipeline's test-time path). A wrong image shape fails at run
+    time with an error naming the expected shape. With a `gallery`, a third
+    signature `serving_search` takes `image` and returns `ids` (int64
+    `(batch, k)`) and `scores` (float32 cosine similarities, best first),
+    `k = min(top_k, gallery size)`: an exact matmul and top-k against the
+    gallery stored in the SavedModel's variables (stock TF ops only).
 
     The version is written to a hidden staging folder in `base_dir` (see
     `keras_circle.export.publish`), loaded back and compared with Keras at
-    batch 1 and `verify_batch_size` (and the bytes path with the float path),
-    then renamed onto the next free version number, so concurrent exports
+    batch 1 and `verify_batch_size`, the bytes path with Keras on the data
+    module's test-time preprocessing of real PNG/JPEG images, and the search
+    with exact NumPy search, then renamed onto the next free version number,
+    so concurrent exports
     get distinct versions and a failure leaves `base_dir` as it was. Staging
     folders of killed exports are removed; a live export's never. Published
     folders and files get the modes the umask gives (`0755`/`0644` under
@@ -68,8 +84,16 @@ def export_saved_model(
         version: Integer version in `[1, 2**63 - 1]`. Defaults to `None`: the
             next free integer at publish time.
         embedding_layer: See `get_embedder`. Defaults to `None`.
-        preprocessing: Dict described in `keras_circle.export.graph`.
-            Defaults to `None`: derived from the input shape, `"zero_one"`.
+        preprocessing: A spec of `keras_circle.data.conventions` (e.g.
+            `keras_circle.data.fine_grained_spec(normalization="symmetric")`,
+            or a partial dict such as `{"normalization": "imagenet"}`).
+            Defaults to `None`: resize to the input shape, `"none"` if the
+            model rescales raw pixels itself, else `"zero_one"`.
+        gallery: An `EmbeddingIndex` (of this model's embeddings), the folder
+            of a saved one, or `(embeddings, ids)`. Defaults to `None`: no
+            `serving_search`.
+        top_k: Neighbours `serving_search` returns, capped at the gallery
+            size. Defaults to `10`.
         atol: Largest accepted absolute difference from Keras, finite and
             `>= 0`. Defaults to `1e-5`.
         verify_batch_size: The larger verification batch. Defaults to `16`.
@@ -111,6 +135,8 @@ def export_saved_model(
     try:
         bar.step("trace")
         graph = ServingGraph(model, embedding_layer, preprocessing)
+        if gallery is not None:
+            graph.set_gallery(gallery, top_k)
         if not allow_shape_change:
             check_shape_change(base_dir, graph.fingerprint)
         archive = keras.export.ExportArchive()
@@ -118,6 +144,10 @@ def export_saved_model(
         archive.add_endpoint(SERVING_SIGNATURE, graph.serve, [graph.image_spec])
         if graph.preprocessing is not None:
             archive.add_endpoint(BYTES_SIGNATURE, graph.serve_bytes, [graph.bytes_spec])
+        if graph.gallery is not None:
+            archive.add_endpoint(
+                SEARCH_SIGNATURE, graph.serve_search, [graph.image_spec]
+            )
         os.makedirs(base_dir, exist_ok=True)
         publish.remove_stale_staging(base_dir)
         with publish.Staging(base_dir) as staging:
@@ -133,8 +163,18 @@ def export_saved_model(
                 verify_batch_size,
             )
             if graph.preprocessing is not None:
-                diffs["bytes_vs_float"] = graph.verify_bytes(
+                diffs["bytes_vs_test_time_pipeline"] = graph.verify_bytes(
                     loaded.signatures[BYTES_SIGNATURE], atol
+                )
+            if graph.gallery is not None:
+                search = loaded.signatures[SEARCH_SIGNATURE]
+
+                def run_search(x):
+                    out = search(**{INPUT_NAME: tf.constant(x)})
+                    return out[IDS_NAME].numpy(), out[SCORES_NAME].numpy()
+
+                diffs["search_scores"] = graph.verify_search(
+                    run_search, "SavedModel", atol
                 )
             graph.write_metadata(os.path.join(staging.path, METADATA_PATH), diffs)
             bar.step("publish")
@@ -153,6 +193,8 @@ def export_onnx(
     *,
     embedding_layer=None,
     preprocessing=None,
+    gallery=None,
+    top_k=10,
     atol=1e-5,
     verify_batch_size=16,
     progress=True,
@@ -162,8 +204,12 @@ def export_onnx(
     The graph comes from `tf2onnx.convert.from_function` on the same float32
     function as the SavedModel's `serving_default`: input `image` float32
     `(batch, H, W, C)`, output `embedding` float32 `(batch, dim)` with unit
-    norm, the dynamic axis named `batch`. Metadata properties (JSON values)
-    hold `embedding_size`, `preprocessing`, `source`, the measured
+    norm, the dynamic axis named `batch`. With a `gallery`, two more outputs,
+    `ids` (int64) and `scores` (float32) `(batch, k)`, come from a MatMul
+    and a TopK against the gallery stored as an initializer (the file then
+    holds `4 * n * dim` bytes of gallery; ONNX files stop at 2 GB).
+    Metadata properties (JSON values) hold `embedding_size`, the whole
+    `preprocessing` spec, `search`, `source`, the measured
     differences and `fingerprint` (the `model_fingerprint`). The file is
     written to a hidden staging file next to `path`, checked with
     onnxruntime against Keras at batch 1 and `verify_batch_size`, then moved
@@ -177,6 +223,9 @@ def export_onnx(
             to `17`.
         embedding_layer: See `get_embedder`. Defaults to `None`.
         preprocessing: See `export_saved_model`. Defaults to `None`.
+        gallery: See `export_saved_model`. Defaults to `None`: the file
+            outputs `embedding` only.
+        top_k: See `export_saved_model`. Defaults to `10`.
         atol: Largest accepted absolute difference, finite and `>= 0`.
             Defaults to `1e-5`.
         verify_batch_size: The larger verification batch. Defaults to `16`.
@@ -216,8 +265,19 @@ def export_onnx(
     try:
         bar.step("trace")
         graph = ServingGraph(model, embedding_layer, preprocessing)
+        function = graph.serve
+        if gallery is not None:
+            graph.set_gallery(gallery, top_k)
+            if graph.gallery_numpy[0].size > MAX_ONNX_GALLERY_VALUES:
+                raise ValueError(
+                    f"`gallery` of shape {graph.gallery_numpy[0].shape} is too large "
+                    f"for ONNX search (at most {MAX_ONNX_GALLERY_VALUES} values, "
+                    "e.g. 131072 x 128: tf2onnx folds it into the graph); use "
+                    "export_saved_model(..., gallery=...) or a saved EmbeddingIndex."
+                )
+            function = graph.serve_with_search
         proto, _ = tf2onnx.convert.from_function(
-            graph.serve, input_signature=[graph.image_spec], opset=int(opset)
+            function, input_signature=[graph.image_spec], opset=int(opset)
         )
         for value in list(proto.graph.input) + list(proto.graph.output):
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -238,6 +298,12 @@ def export_onnx(
                 atol,
                 verify_batch_size,
             )
+            if graph.gallery is not None:
+                diffs["search_scores"] = graph.verify_search(
+                    lambda x: session.run([IDS_NAME, SCORES_NAME], {INPUT_NAME: x}),
+                    "ONNX",
+                    atol,
+                )
             onnx.helper.set_model_props(
                 proto,
                 {k: json.dumps(v) for k, v in graph.metadata(diffs).items()},

@@ -48,7 +48,7 @@ def test_symmetric_normalization_and_bad_name():
     x, _ = data.preprocess_reid(_image(), 0, normalization="symmetric")
     assert -1.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
     with pytest.raises(ValueError, match="`normalization` must be one of"):
-        data.preprocess_fine_grained(_image(), 0, normalization="caffe")
+        data.preprocess_fine_grained(_image(), 0, normalization="bogus")
 
 
 def test_fine_grained_centre_crop():
@@ -69,3 +69,81 @@ def test_random_erasing():
     assert data.random_erasing(image, probability=0.0).numpy().tolist() == (
         image.numpy().tolist()
     )
+
+
+@pytest.mark.parametrize(
+    "normalization, reference",
+    [
+        ("caffe", "resnet"),
+        ("imagenet", "densenet"),
+        ("symmetric", "mobilenet_v2"),
+        ("zero_one", None),
+    ],
+)
+def test_normalizations_match_keras_applications(normalization, reference):
+    """Each convention equals the `preprocess_input` of the backbone that uses it."""
+    import keras
+
+    pixels = np.random.default_rng(1).integers(0, 256, (20, 30, 3)).astype("uint8")
+    spec = data.make_spec([20, 30], normalization=normalization)
+    got = data.test_time_image(tf.constant(pixels), spec).numpy()
+    if reference is None:
+        want = pixels / 255.0
+    else:
+        module = getattr(keras.applications, reference)
+        want = keras.ops.convert_to_numpy(
+            module.preprocess_input(pixels.astype("float32")[None])
+        )[0]
+        assert data.backbone_normalization(reference) == normalization
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_backbone_table_names():
+    assert data.backbone_normalization("resnet50") == "caffe"
+    assert data.backbone_normalization("resnet101v2") == "symmetric"
+    assert data.backbone_normalization("inception_v3") == "symmetric"
+    assert data.backbone_normalization("efficientnetb0") == "none"
+    assert data.backbone_normalization("convnext_tiny") == "none"
+    with pytest.raises(ValueError, match="Unknown backbone 'alexnet'"):
+        data.backbone_normalization("alexnet")
+
+
+def test_family_functions_are_their_specs_at_test_time():
+    """preprocess_* at test time = test_time_image with the family's spec."""
+    image = _image(h=90, w=150)
+    cases = [
+        (data.preprocess_face, data.face_spec()),
+        (data.preprocess_reid, data.reid_spec()),
+        (data.preprocess_fine_grained, data.fine_grained_spec()),
+    ]
+    for fn, spec in cases:
+        np.testing.assert_array_equal(
+            fn(image, 0)[0], data.test_time_image(image, spec)
+        )
+    assert data.fine_grained_spec()["resize"] == "resize_shorter_then_center_crop"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"size": [8, 8], "normalization": "caffe", "channels": 1}, "needs 3 channels"),
+        ({"size": [8, 8], "resize": "crop"}, "`resize` must be one of"),
+        (
+            {"size": [8, 8], "resize": "resize_shorter_then_center_crop"},
+            "`shorter_side` must be an int >= the crop size 8",
+        ),
+        ({"size": [8, 8], "shorter_side": 9}, "only applies to"),
+        ({"size": [8, 0]}, "`size` must be"),
+        ({"size": [8, 8], "normalization": "zero_one", "std": 1.0}, "does not match"),
+    ],
+)
+def test_bad_specs_are_rejected(spec, message):
+    spec = {"channels": 3, **spec}
+    with pytest.raises(ValueError, match=message):
+        data.check_spec(spec)
+
+
+def test_deprecated_minus_one_to_one_alias():
+    with pytest.warns(DeprecationWarning, match="use 'symmetric'"):
+        spec = data.make_spec(8, normalization="minus_one_to_one")
+    assert spec["normalization"] == "symmetric"
