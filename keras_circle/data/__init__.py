@@ -14,15 +14,15 @@ from keras_circle.data.conventions import backbone_normalization
 from keras_circle.data.conventions import check_spec
 from keras_circle.data.conventions import make_spec
 from keras_circle.data.faces import load_identity_folders
+from keras_circle.data.faces import load_lfw_identities
 from keras_circle.data.faces import load_lfw_pairs
+from keras_circle.data.faces import sample_verification_pairs
 from keras_circle.data.fashion_mnist import fashion_mnist_subset_info
 from keras_circle.data.fashion_mnist import load_fashion_mnist_subset
 from keras_circle.data.files import decode_image_file
 from keras_circle.data.files import files_dataset
 from keras_circle.data.fine_grained import FINE_GRAINED_SETS
 from keras_circle.data.fine_grained import load_fine_grained
-from keras_circle.data.fine_grained import load_lfw_identities
-from keras_circle.data.fine_grained import sample_verification_pairs
 from keras_circle.data.glyphs import Glyphs
 from keras_circle.data.glyphs import cross_typeface_split
 from keras_circle.data.glyphs import glyphs_info

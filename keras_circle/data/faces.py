@@ -1,14 +1,19 @@
-"""Face identity folders and LFW verification pairs (TensorFlow only: tf.data).
+"""Face identity folders and LFW (TensorFlow only, extra `[tensorflow]`; TFDS: `[tfds]`).
 
 Training sets such as CASIA-WebFace or MS1M exported to images come as one
-folder per identity; verification uses LFW's `pairs.txt`. Both loaders return
+folder per identity; verification uses LFW's `pairs.txt`. Those two loaders return
 file lists (decode them with `files_dataset` or sample them with
-`FileSource` + `pk_batches`).
+`FileSource` + `pk_batches`). LFW from TFDS (`load_lfw_identities`) carries
+identities but not the official image numbers, so its verification pairs are
+drawn from the labels (`sample_verification_pairs`).
 """
 
 import pathlib
 
 import numpy as np
+import tensorflow as tf
+
+from keras_circle.data.fine_grained import import_tfds
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -127,4 +132,97 @@ def load_lfw_pairs(pairs_file, root):
         "paths_b": np.array(paths_b, dtype=str),
         "is_same": np.array(is_same, dtype=bool),
         "folds": np.repeat(np.arange(num_folds), 2 * per_fold),
+    }
+
+
+def load_lfw_identities(*, data_dir=None, download=False):
+    """LFW from TFDS (`lfw`) with integer identity labels.
+
+    TFDS stores each image with its person's name but not the image number
+    of the official file names, so LFW's `pairs.txt` cannot be matched to
+    it: use `load_lfw_pairs` on the image folder for the official protocol,
+    or `sample_verification_pairs` on these labels for an LFW-like one.
+
+    Args:
+        data_dir: TFDS data folder. Defaults to `None`: TFDS's default.
+        download: let TFDS download and prepare the set. Defaults to `False`.
+
+    Returns:
+        `(dataset, labels, names)`: a `tf.data.Dataset` of dicts `{"image":
+        encoded bytes, "label": int64}` in TFDS order, the labels as an
+        int64 array in that order, and the sorted identity names
+        (`names[label]`).
+    """
+    tfds = import_tfds()
+    ds = tfds.load(
+        "lfw",
+        split="train",
+        data_dir=data_dir,
+        download=download,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    # One pass over the names only: the images stay encoded and unread.
+    raw = [n.decode() for n in ds.map(lambda ex: ex["label"]).as_numpy_iterator()]
+    names, labels = np.unique(np.array(raw, dtype=str), return_inverse=True)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(names), tf.range(len(names), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    ds = ds.map(lambda ex: {"image": ex["image"], "label": table.lookup(ex["label"])})
+    return ds, labels.astype(np.int64), list(names)
+
+
+def sample_verification_pairs(labels, *, num_folds=10, pairs_per_fold=300, seed=0):
+    """LFW-style verification pairs drawn from identity labels.
+
+    Identities are dealt into `num_folds` disjoint folds (as in LFW View 2,
+    no person appears in two folds); each fold gets `pairs_per_fold` matched
+    pairs (two different images of one identity) then `pairs_per_fold`
+    mismatched pairs (two identities of the fold), all drawn with a seeded
+    generator. Folds are contiguous blocks of `2 * pairs_per_fold` pairs.
+
+    Args:
+        labels: integer array `(n,)` of identity labels.
+        num_folds: number of folds. Defaults to `10`.
+        pairs_per_fold: matched (and mismatched) pairs per fold. Defaults to
+            `300`.
+        seed: integer seed. Defaults to `0`.
+
+    Returns:
+        A dict with `"index_a"`, `"index_b"` (int arrays into `labels`),
+        `"is_same"` (bool) and `"folds"` (int), `2 * num_folds *
+        pairs_per_fold` pairs.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    ids, counts = np.unique(labels, return_counts=True)
+    fold_of = rng.permutation(len(ids)) % num_folds
+    index_a, index_b, is_same = [], [], []
+    for fold in range(num_folds):
+        fold_ids = ids[fold_of == fold]
+        multi = fold_ids[counts[fold_of == fold] >= 2]
+        if len(multi) == 0 or len(fold_ids) < 2:
+            raise ValueError(
+                f"Fold {fold} has too few identities for pairs: use fewer "
+                f"`num_folds` (got {num_folds})."
+            )
+        for same in (True, False):
+            for _ in range(pairs_per_fold):
+                if same:
+                    members = np.flatnonzero(labels == rng.choice(multi))
+                    a, b = rng.choice(members, 2, replace=False)
+                else:
+                    id_a, id_b = rng.choice(fold_ids, 2, replace=False)
+                    a = rng.choice(np.flatnonzero(labels == id_a))
+                    b = rng.choice(np.flatnonzero(labels == id_b))
+                index_a.append(a)
+                index_b.append(b)
+                is_same.append(same)
+    return {
+        "index_a": np.array(index_a, dtype=np.int64),
+        "index_b": np.array(index_b, dtype=np.int64),
+        "is_same": np.array(is_same, dtype=bool),
+        "folds": np.repeat(np.arange(num_folds), 2 * pairs_per_fold),
     }

@@ -1,7 +1,8 @@
-"""Tests for keras_circle.data.faces: identity folders and LFW pairs.txt."""
+"""Tests for keras_circle.data.faces: identity folders, LFW pairs.txt, LFW from TFDS."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from keras_circle import data
@@ -70,3 +71,18 @@ def test_lfw_pairs_errors(lfw, line, error, match):
     (lfw / "pairs.txt").write_text("\n".join(lines))
     with pytest.raises(error, match=match):
         data.load_lfw_pairs(lfw / "pairs.txt", lfw / "lfw")
+
+
+def test_lfw_identities_and_pairs(mock_tfds):
+    ds, labels, names = data.load_lfw_identities()
+    assert mock_tfds == ["train"]
+    assert names == [f"Person_{i}" for i in range(5)]
+    got = [int(ex["label"]) for ex in ds.as_numpy_iterator()]
+    np.testing.assert_array_equal(got, labels)
+    ex = next(iter(ds))
+    assert tf.io.decode_image(ex["image"]).shape == (250, 250, 3)
+    pairs = data.sample_verification_pairs(labels, num_folds=2, pairs_per_fold=3)
+    same = labels[pairs["index_a"]] == labels[pairs["index_b"]]
+    np.testing.assert_array_equal(same, pairs["is_same"])
+    assert (pairs["index_a"] != pairs["index_b"]).all()
+    np.testing.assert_array_equal(pairs["folds"], [0] * 6 + [1] * 6)
