@@ -55,10 +55,22 @@ def test_pair_similarities(rng, mode):
     else:
         expected = (sims[1, pos].min(), sims[1, neg].max())
     assert (s_p[0], s_n[0]) == pytest.approx(expected, abs=1e-5)
-    s_p, _ = plots.pair_similarities(emb, labels, max_pairs=10)
-    assert s_p.shape == (10,) or s_p.shape == (9,)
     with pytest.raises(ValueError, match="`mode`"):
         plots.pair_similarities(emb, labels, mode="median")
+
+
+def test_pair_similarities_max_pairs(rng):
+    """Every anchor is valid here, so `max_pairs` sampled anchors give as many points."""
+    emb, labels = _batch(rng, n=50)
+    s_p_all, s_n_all = plots.pair_similarities(emb, labels)
+    assert s_p_all.shape == (50,)
+    s_p, s_n = plots.pair_similarities(emb, labels, max_pairs=10)
+    assert s_p.shape == s_n.shape == (10,)
+    # The points are those of 10 distinct anchors of the full set.
+    rows = [int(np.abs(s_p_all - v).argmin()) for v in s_p]
+    assert len(set(rows)) == 10
+    np.testing.assert_allclose(s_p, s_p_all[rows], atol=1e-6)
+    np.testing.assert_allclose(s_n, s_n_all[rows], atol=1e-6)
 
 
 def test_plot_circle_boundary(tmp_path, rng):
