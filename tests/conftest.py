@@ -2,7 +2,8 @@
 
 TensorFlow's CPU is split into two logical devices before anything creates a
 tensor, so that `tf.distribute.MirroredStrategy()` runs two real replicas on a
-CPU-only machine (DESIGN.md section 5).
+CPU-only machine (README, "Running the tests"). TensorFlow refuses the split
+once a tensor exists, so it happens here, before any test module imports.
 """
 
 import os
