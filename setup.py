@@ -6,6 +6,7 @@ from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
+TENSORFLOW = ["tensorflow-cpu>=2.16", "tensorboard>=2.16"]
 
 # Exact versions of the heavy stack live in constraints.txt; these are the
 # ranges the code is written against.
@@ -21,18 +22,24 @@ setup(
     packages=find_packages(include=["keras_circle", "keras_circle.*"]),
     package_data={"keras_circle": ["data/*.npz", "data/*.json"]},
     include_package_data=True,
+    # The losses, layers, metrics, search and plots need no TensorFlow (they
+    # run on JAX too), so TensorFlow is an extra: a machine that already has
+    # `tensorflow` (the GPU build) must not get `tensorflow-cpu` beside it.
     install_requires=[
         "keras>=3.7",
         "h5py>=3.10",
         "numpy>=1.26",
-        "tensorflow-cpu>=2.16",
-        "tensorboard>=2.16",
         "matplotlib>=3.8",
         "tqdm>=4.60",
         # keras_circle.search and the retrieval metrics search with faiss.
         "faiss-cpu>=1.8",
     ],
     extras_require={
+        # keras_circle.data, distribute, training, pipeline, demo, export and
+        # the CLI's train / evaluate / demo / export (every module whose first
+        # docstring line says TensorFlow only). tensorflow-cpu does not bring
+        # tensorboard, which the training runs log to.
+        "tensorflow": TENSORFLOW,
         # PyTorch and pytorch-metric-learning are only for benchmarks/bench_losses.py.
         "bench": ["torch>=2.3", "pytorch-metric-learning>=2.5"],
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
@@ -48,7 +55,9 @@ setup(
             "scikit-learn>=1.4",
             "pillow>=10",
         ],
+        # Everything but the benchmarks' PyTorch, JAX and the test tools.
         "all": [
+            *TENSORFLOW,
             "tf2onnx>=1.16",
             "onnx>=1.15",
             "onnxruntime>=1.17",

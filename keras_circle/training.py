@@ -1,4 +1,4 @@
-"""TensorFlow-only: a custom training loop for every `tf.distribute` strategy.
+"""TensorFlow-only (extra `[tensorflow]`): a custom training loop for every `tf.distribute` strategy.
 
 Keras 3 `Model.fit` does not run under `tf.distribute.MultiWorkerMirroredStrategy`
 (keras-team/keras 20585). `train_loop` runs the same step (forward, loss,

@@ -1,11 +1,12 @@
-"""Data loading for keras_circle (TensorFlow only: tf.data, TFDS, tf.image).
+"""Data loading (TensorFlow only, extra `[tensorflow]`: tf.data, tf.image; TFDS: `[tfds]`).
 
 Class-balanced P x K sampling (`pk_batches`), loaders for the fine-grained
 (TFDS), person re-ID (Market-1501, MSMT17 folders) and face (identity
 folders, LFW pairs) data sets, per-family preprocessing (the test-time
 conventions shared with export: `conventions`), and a Fashion-MNIST
 subset that ships with the package. The glyph benchmark loader
-(`load_glyphs`) needs NumPy only.
+(`load_glyphs`) and the Fashion-MNIST subset compute in NumPy only, but
+importing them through this package imports TensorFlow.
 """
 
 from keras_circle.data.conventions import BACKBONES

@@ -1,4 +1,4 @@
-"""Image files to a tf.data pipeline, decoded lazily (TensorFlow only: tf.data).
+"""Image files to a tf.data pipeline, decoded lazily (TensorFlow only, extra `[tensorflow]`).
 
 Shared by the re-ID and face loaders: they return file lists, this turns a
 list into `(image, label)` elements in file order, reading and decoding each

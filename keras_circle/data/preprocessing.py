@@ -1,4 +1,4 @@
-"""Per-family image preprocessing for `dataset.map` (TensorFlow only: tf.image).
+"""Per-family image preprocessing for `dataset.map` (TensorFlow only, extra `[tensorflow]`).
 
 Each function takes `(image, label)`, where `image` is a uint8 tensor
 `(height, width, channels)` or the encoded bytes of a JPEG/PNG file (a scalar

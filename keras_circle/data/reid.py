@@ -1,4 +1,4 @@
-"""Person re-ID folders: Market-1501 and MSMT17 (TensorFlow only: tf.data).
+"""Person re-ID folders: Market-1501 and MSMT17 (TensorFlow only, extra `[tensorflow]`).
 
 The loaders read the released folder layouts as they are and return, per
 split, the file paths with person ids and camera ids (`ReidSplit`); the

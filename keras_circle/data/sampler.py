@@ -1,4 +1,4 @@
-"""Class-balanced P x K batches for pair-wise losses (TensorFlow only: tf.data).
+"""Class-balanced P x K batches for pair-wise losses (TensorFlow only, extra `[tensorflow]`).
 
 A batch holds `p` classes with `k` samples each, so every anchor has `k - 1`
 positives and `(p - 1) * k` negatives: what `CircleLoss` and the other
