@@ -7,8 +7,10 @@ with batch-hard or semi-hard mining, the Keras 3 home for users of
 """
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_circle import _checks
@@ -16,6 +18,7 @@ from keras_circle import kernels
 from keras_circle import similarity
 from keras_circle.losses.base import IntegerLabelLoss
 from keras_circle.losses.class_level import margin_softmax_loss
+from keras_circle.losses.pairwise import checked_embeddings
 from keras_circle.losses.pairwise import pair_softplus_loss
 
 
@@ -47,10 +50,11 @@ def am_softmax_loss(labels, cosine, *, gamma=30.0, margin=0.35):
     Eq. 1 of the Circle paper with class-level labels (Eq. 2); `margin=0` is
     NormFace. Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    return margin_softmax_loss(
-        labels, cosine, _am_softmax_logits(_checks.check_gamma(gamma), margin)
-    )
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels, factor = _checks.integer_labels(labels, "labels")
+    losses = margin_softmax_loss(labels, cosine, _am_softmax_logits(gamma, margin))
+    return _checks.poison(losses, factor)
 
 
 def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
@@ -58,14 +62,11 @@ def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
 
     Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    return margin_softmax_loss(
-        labels,
-        cosine,
-        _arcface_logits(
-            _checks.check_gamma(gamma), _checks.check_margin(margin, upper=math.pi / 2)
-        ),
-    )
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin, upper=math.pi / 2)
+    labels, factor = _checks.integer_labels(labels, "labels")
+    losses = margin_softmax_loss(labels, cosine, _arcface_logits(gamma, margin))
+    return _checks.poison(losses, factor)
 
 
 def _unified_logits(gamma, margin):
@@ -85,21 +86,37 @@ def unified_pair_loss(labels, embeddings, *, gamma=80.0, margin=0.4):
     `1 / gamma` times it tends to the triplet loss with hard mining (Eq. 3).
     Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    embeddings = _checks.float_matrix(embeddings, "embeddings")
-    _checks.same_batch(labels, embeddings, "labels", "embeddings")
-    losses, _ = pair_softplus_loss(
-        labels, embeddings, _unified_logits(_checks.check_gamma(gamma), margin)
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels, label_factor = _checks.integer_labels(labels, "labels")
+    embeddings, factor = checked_embeddings(
+        labels, embeddings, ("labels", "embeddings")
     )
-    return losses
+    losses, _ = pair_softplus_loss(labels, embeddings, _unified_logits(gamma, margin))
+    return _checks.poison(losses, factor, label_factor)
 
 
 _DISTANCES = ("l2", "squared_l2", "angular")
 _MININGS = ("semi_hard", "batch_hard")
 
 
-def pairwise_distances(embeddings, distance="l2"):
-    """Distances `(batch, batch)`: `"l2"`, `"squared_l2"` or `"angular"` (1 - cos)."""
+# Embeddings with a magnitude above this are rescaled before their distances
+# are squared: (2 * 1e15)**2 times a dimension up to 1e7 stays below the
+# float32 maximum (3.4e38). Below it nothing is rescaled (values unchanged).
+_LARGE = 1e15
+
+
+def _distance_unit(embeddings, distance):
+    """`(scale, power)`: distances are those of `embeddings / scale` times
+    `scale**power`; `scale` is 1 unless the magnitudes would overflow."""
+    if distance == "angular":
+        return None, 0
+    largest = ops.stop_gradient(ops.max(ops.abs(embeddings)))
+    scale = ops.where(largest > _LARGE, largest, ops.ones_like(largest))
+    return scale, 1 if distance == "l2" else 2
+
+
+def _unit_distances(embeddings, distance):
     if distance == "angular":
         e = similarity.l2_normalize(embeddings)
         return 1.0 - ops.matmul(e, ops.transpose(e))
@@ -113,12 +130,49 @@ def pairwise_distances(embeddings, distance="l2"):
     return ops.where(zero, 0.0, ops.sqrt(ops.where(zero, 1.0, d2)))
 
 
-def _triplet_per_sample(labels, embeddings, margin, mining, distance, l2_normalize):
-    embeddings = _checks.float_matrix(embeddings, "embeddings")
-    _checks.same_batch(labels, embeddings, "labels", "embeddings")
+def _times_unit(x, scale, power):
+    """`x * scale**power` without forming `scale**power` (which may overflow)."""
+    for _ in range(power):
+        x = x * scale
+    return x
+
+
+def pairwise_distances(embeddings, distance="l2"):
+    """Distances `(batch, batch)`: `"l2"`, `"squared_l2"` or `"angular"` (1 - cos).
+
+    Embeddings too large to square in float32 (magnitudes above 1e15) are
+    rescaled first, so that `"l2"` stays finite wherever the distance is;
+    `"squared_l2"` is `inf` only where the true value exceeds float32.
+    """
+    scale, power = _distance_unit(embeddings, distance)
+    if scale is None:
+        return _unit_distances(embeddings, distance)
+    d = _unit_distances(embeddings / scale, distance)
+    return _times_unit(d, scale, power)
+
+
+def _triplet_per_sample(
+    labels,
+    embeddings,
+    margin,
+    mining,
+    distance,
+    l2_normalize,
+    names=("y_true", "y_pred"),
+):
+    embeddings, factor = checked_embeddings(labels, embeddings, names)
     if l2_normalize:
         embeddings = similarity.l2_normalize(embeddings)
-    d = pairwise_distances(embeddings, distance)
+    # Hinges in units of `scale**power` (1 unless the embeddings are huge):
+    # no `inf - inf` between two overflowing distances, and the loss is
+    # `inf` only where its true value exceeds float32.
+    scale, power = _distance_unit(embeddings, distance)
+    if scale is None:
+        d = _unit_distances(embeddings, distance)
+    else:
+        d = _unit_distances(embeddings / scale, distance)
+        for _ in range(power):
+            margin = margin / scale
     self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
     positive, negative = similarity.pair_masks(labels, labels, self_index)
     has_p, has_n = ops.any(positive, axis=1), ops.any(negative, axis=1)
@@ -142,7 +196,9 @@ def _triplet_per_sample(labels, embeddings, margin, mining, distance, l2_normali
         hinge = ops.where(positive, ops.relu(d - chosen + margin), 0.0)
         count = ops.maximum(ops.sum(ops.cast(positive, "float32"), axis=1), 1.0)
         losses = ops.sum(hinge, axis=1) / count
-    return ops.where(valid, losses, 0.0), valid
+    if scale is not None:
+        losses = _times_unit(losses, scale, power)
+    return _checks.poison(ops.where(valid, losses, 0.0), factor), valid
 
 
 def triplet_loss(
@@ -169,12 +225,18 @@ def triplet_loss(
         Float32 tensor `(batch_size,)`; 0 for anchors without a positive or a
         negative.
     """
-    _check_triplet_options(mining, distance, margin)
-    labels = _checks.integer_labels(labels, "labels")
+    margin = _check_triplet_options(mining, distance, margin)
+    labels, factor = _checks.integer_labels(labels, "labels")
     losses, _ = _triplet_per_sample(
-        labels, embeddings, margin, mining, distance, l2_normalize
+        labels,
+        embeddings,
+        margin,
+        mining,
+        distance,
+        l2_normalize,
+        ("labels", "embeddings"),
     )
-    return losses
+    return _checks.poison(losses, factor)
 
 
 def _check_triplet_options(mining, distance, margin):
@@ -184,8 +246,14 @@ def _check_triplet_options(mining, distance, margin):
         raise ValueError(
             f"`distance` must be one of {_DISTANCES}; received {distance!r}."
         )
-    if not isinstance(margin, (int, float)) or margin < 0:
-        raise ValueError(f"`margin` must be a number >= 0; received {margin!r}.")
+    if (
+        isinstance(margin, (bool, np.bool_))
+        or not isinstance(margin, numbers.Real)
+        or not math.isfinite(margin)
+        or margin < 0
+    ):
+        raise ValueError(f"`margin` must be a finite number >= 0; received {margin!r}.")
+    return float(margin)
 
 
 class _GammaMarginLoss(IntegerLabelLoss):
@@ -335,11 +403,11 @@ class UnifiedPairLoss(_GammaMarginLoss):
         super().__init__(gamma, _checks.check_margin(margin), reduction, name, dtype)
 
     def per_sample(self, labels, y_pred):
-        y_pred = _checks.float_matrix(y_pred)
-        _checks.same_batch(labels, y_pred)
-        return pair_softplus_loss(
+        y_pred, factor = checked_embeddings(labels, y_pred)
+        losses, valid = pair_softplus_loss(
             labels, y_pred, _unified_logits(self.gamma, self.margin)
         )
+        return _checks.poison(losses, factor), valid
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
@@ -384,8 +452,7 @@ class TripletLoss(IntegerLabelLoss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_triplet_options(mining, distance, margin)
-        self.margin = float(margin)
+        self.margin = _check_triplet_options(mining, distance, margin)
         self.mining = mining
         self.distance = distance
         self.l2_normalize = bool(l2_normalize)
