@@ -37,6 +37,7 @@ setup(
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
         "dev": [
+            "hypothesis>=6.100",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "psutil>=5.9",
