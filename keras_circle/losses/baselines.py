@@ -215,7 +215,8 @@ def triplet_loss(
     Args:
         labels: Integer labels `(batch_size,)`.
         embeddings: `(batch_size, dim)`.
-        margin: Hinge margin. Defaults to `1.0` (as tfa's TripletSemiHardLoss).
+        margin: Hinge margin, a finite number >= 0. Defaults to `1.0` (as
+            tfa's TripletSemiHardLoss).
         mining: `"semi_hard"` (FaceNet) or `"batch_hard"` (Hermans et al.).
             Defaults to `"semi_hard"`.
         distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
@@ -421,8 +422,13 @@ class TripletLoss(IntegerLabelLoss):
     positive and a negative. With P x K batches (every anchor has K - 1
     positives) this equals tfa's mean over all positive pairs.
 
+    Without normalisation, embeddings too large to square in float32 are
+    handled in rescaled units: `"l2"` stays finite, a `"squared_l2"` value
+    beyond float32 is `inf` (never NaN). NaN inputs and bad labels raise, or
+    give NaN under XLA and `jax.jit`, as for every loss here.
+
     Args:
-        margin: Defaults to `1.0`.
+        margin: A finite number >= 0. Defaults to `1.0`.
         mining: `"semi_hard"` or `"batch_hard"`. Defaults to `"semi_hard"`.
         distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
         l2_normalize: Normalise embeddings first. Defaults to `False`.

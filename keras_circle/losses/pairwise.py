@@ -213,6 +213,11 @@ class CircleLoss(IntegerLabelLoss):
       positive and one negative in the batch; the others contribute nothing.
       A batch without any such anchor gives 0 with zero, finite gradients.
     - Labels stay integers: any integer dtype, any value up to `2**63 - 1`.
+    - Bad values never give a normal-looking loss: a NaN or infinite embedding
+      or fractional labels raise eagerly and in plain graphs; under XLA and
+      `jax.jit` they make the loss and its gradients NaN, even over a batch
+      without valid anchors. An empty batch is an error. Embeddings of any
+      scale (1e-30 to 1e30) give the same loss.
     - Under a `tf.distribute` strategy each replica's anchors are compared
       with the embeddings and labels of the global batch (all-gathered, with
       gradients) and the mean divides by the global number of valid anchors:
