@@ -59,8 +59,8 @@ class CosineProxies(keras.layers.Layer):
     sampled loss equals the full one exactly. Only the gathered proxy rows
     get a gradient (a sparse update). Labels must be class ids in
     `[0, num_classes)`: others raise a `ValueError`, or, where no check can
-    raise (XLA, `jax.jit`), make every cosine NaN. Without `labels` the layer returns the
-    full cosines, as for retrieval or `predict`.
+    raise (XLA, `jax.jit`), make every cosine NaN. Without `labels` the layer
+    returns the full cosines, as for retrieval or `predict`.
 
     Input shape:
         `(batch_size, dim)`, and optionally `labels` `(batch_size,)`.

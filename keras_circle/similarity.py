@@ -22,8 +22,8 @@ def l2_normalize(x, axis=-1):
         ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
     )
     largest = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
-    # Zero rows stay zero; NaN and inf rows (largest not finite, or NaN
-    # skipped by the reduction) are not rescaled and come out NaN.
+    # Zero rows stay zero (nothing to rescale). Rows with NaN or inf come out
+    # NaN whether rescaled or not (XLA's max may skip a NaN).
     rescale = ops.logical_and(
         ops.logical_not(direct),
         ops.logical_and(ops.isfinite(largest), ops.greater(largest, 0)),
