@@ -48,6 +48,7 @@ setup(
         # retrieval.clustering_scores (NMI, AMI) scores with scikit-learn.
         "clustering": ["scikit-learn>=1.4"],
         "dev": [
+            "hypothesis>=6.100",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "psutil>=5.9",

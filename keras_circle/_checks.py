@@ -2,12 +2,20 @@
 
 Shape problems are caught at trace time. Value problems (fractional labels,
 labels out of range, NaN embeddings) are caught eagerly when the values are
-known; inside a TensorFlow graph they become `tf.debugging` assertions, which
-fail at run time with the same message. Inside a traced JAX function values
-cannot be inspected and those checks are skipped.
+known; inside a plain TensorFlow graph they become `tf.debugging` assertions,
+which fail at run time with the same message.
+
+XLA drops those assertions and a traced JAX function cannot raise, so a value
+check also returns a *poison factor*: a float32 scalar that is 1 when the check
+holds and NaN when it fails (`None` when the values were checked eagerly). The
+losses multiply their input and their output by it (`poison`), so a failed
+check gives a NaN loss and NaN gradients, which `keras.callbacks.TerminateOnNaN`
+and every other NaN guard see, never a normal-looking value. A factor of 1
+changes no value and no gradient.
 """
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -53,16 +61,67 @@ def is_concrete(x):
     return True
 
 
-def _assert(condition, message, values):
-    """Raises `ValueError(message)` now, or asserts in a TF graph."""
+def check_value(condition, message, values):
+    """Raises `ValueError(message)` now, or asserts in a TF graph and poisons.
+
+    Returns:
+        `None` when the values were concrete (checked here), else the poison
+        factor of `condition`: float32 1 where it holds, NaN where not.
+    """
     if all(is_concrete(v) for v in values):
         if not bool(ops.convert_to_numpy(condition)):
             raise ValueError(message)
-        return
+        return None
+    factor = ops.where(condition, 1.0, float("nan"))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.debugging.Assert(condition, [message])
+        check = tf.debugging.Assert(condition, [message])
+        if not tf.executing_eagerly():
+            # In a plain graph whatever the factor poisons waits for the
+            # assertion: its message is the error, not that of a later check
+            # that sees the poisoned values. XLA drops both.
+            with tf.control_dependencies([check]):
+                factor = tf.identity(factor)
+    return factor
+
+
+def combine(*factors):
+    """The product of the poison factors that are not `None` (or `None`)."""
+    factors = [f for f in factors if f is not None]
+    if not factors:
+        return None
+    out = factors[0]
+    for factor in factors[1:]:
+        out = out * factor
+    return out
+
+
+def poison(x, *factors):
+    """`x` times every poison factor: unchanged, or all NaN when a check failed.
+
+    A multiplication, not an addition: the gradient that flows back through it
+    is NaN too, even where the upstream gradient is 0.
+    """
+    factor = combine(*factors)
+    if factor is None:
+        return x
+    x = ops.convert_to_tensor(x)
+    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+        return x  # not a value to poison; its own checks reject it
+    return x * ops.cast(factor, x.dtype)
+
+
+def check_count(value, name, minimum=1):
+    """An int >= `minimum`; numpy integers are accepted, bools and floats not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an int >= {minimum}; received {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; received {value}.")
+    return int(value)
 
 
 def static_dim(x, axis):
@@ -75,10 +134,20 @@ def integer_labels(y_true, name="y_true"):
 
     Accepts any integer dtype, shape `(batch_size,)` or `(batch_size, 1)`.
     Float labels are accepted only if every value is a whole number (they are
-    then cast to int64); a fractional value is an error.
+    then cast to int64); a fractional value is an error. Strings are an error.
+
+    Returns:
+        `(labels, factor)`: the labels and the poison factor of the
+        whole-number check (`None` for integer labels or eager checks).
     """
     if not hasattr(y_true, "dtype"):
         y_true = np.asarray(y_true)
+    if isinstance(y_true, np.ndarray) and y_true.dtype.kind in "USO":
+        raise TypeError(
+            f"`{name}` must hold integer class labels; received strings (numpy "
+            f"dtype {y_true.dtype}). Map them to integer ids first, e.g. with "
+            "`keras.layers.StringLookup`."
+        )
     rank = len(y_true.shape)
     if rank == 2 and static_dim(y_true, 1) == 1:
         y_true = ops.squeeze(y_true, axis=1)
@@ -91,9 +160,9 @@ def integer_labels(y_true, name="y_true"):
     if keras.backend.is_int_dtype(dtype):
         if dtype.startswith("uint"):
             y_true = ops.cast(y_true, "int64")
-        return ops.convert_to_tensor(y_true)
+        return ops.convert_to_tensor(y_true), None
     if dtype == "bool":
-        return ops.cast(y_true, "int32")
+        return ops.cast(y_true, "int32"), None
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(
             f"`{name}` must hold integer class labels; received dtype {dtype}."
@@ -102,18 +171,23 @@ def integer_labels(y_true, name="y_true"):
     whole = ops.all(
         ops.logical_and(ops.isfinite(y_true), ops.equal(y_true, ops.round(y_true)))
     )
-    _assert(
+    factor = check_value(
         whole,
         f"`{name}` must hold integer class labels; received {dtype} values with a "
         "fractional part (or NaN). Pass integer labels: float labels above "
         "2**24 (float32) or 2048 (float16) cannot tell classes apart.",
         [y_true],
     )
-    return ops.cast(y_true, "int64")
+    return ops.cast(y_true, "int64"), factor
 
 
 def float_matrix(y_pred, name="y_pred", what="(batch_size, dim)"):
-    """Converts to a float32 rank-2 tensor and checks it is finite."""
+    """Converts to a float32 rank-2 tensor and checks it is finite.
+
+    Returns:
+        `(y_pred, factor)`: the float32 tensor and the poison factor of the
+        finiteness check (`None` when checked eagerly).
+    """
     y_pred = ops.convert_to_tensor(y_pred)
     if len(y_pred.shape) != 2:
         raise ValueError(
@@ -123,16 +197,37 @@ def float_matrix(y_pred, name="y_pred", what="(batch_size, dim)"):
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(f"`{name}` must be a float tensor; received dtype {dtype}.")
     y_pred = ops.cast(y_pred, "float32")
-    _assert(
+    factor = check_value(
         ops.all(ops.isfinite(y_pred)),
         f"`{name}` contains NaN or infinite values; the loss needs finite inputs.",
         [y_pred],
     )
-    return y_pred
+    return y_pred, factor
+
+
+def nonempty_batch(y_pred, labels, pred_name="y_pred", labels_name="y_true"):
+    """Rejects a batch of 0 rows, when its size is known (static or eager).
+
+    A pair-wise loss has no anchor then. A batch size known only at run time
+    inside a compiled function is not checked: such a batch gives 0, as a
+    batch without any valid anchor does.
+    """
+    n = static_dim(y_pred, 0)
+    if n is None and is_concrete(y_pred):
+        n = int(ops.shape(y_pred)[0])
+    if n == 0:
+        raise ValueError(
+            f"`{pred_name}` and `{labels_name}` hold an empty batch (0 rows); a "
+            "pair-wise loss needs at least one sample (two for a pair)."
+        )
 
 
 def same_batch(labels, y_pred, labels_name="y_true", pred_name="y_pred"):
-    """Checks that labels and predictions have the same batch size."""
+    """Checks that labels and predictions have the same batch size.
+
+    Returns:
+        The poison factor of a run-time check, or `None`.
+    """
     n_labels, n_pred = static_dim(labels, 0), static_dim(y_pred, 0)
     if n_labels is not None and n_pred is not None:
         if n_labels != n_pred:
@@ -140,33 +235,39 @@ def same_batch(labels, y_pred, labels_name="y_true", pred_name="y_pred"):
                 f"`{labels_name}` and `{pred_name}` must have the same batch size; "
                 f"received {n_labels} labels for {n_pred} rows of `{pred_name}`."
             )
-        return
-    _assert(
+        return None
+    return check_value(
         ops.equal(ops.shape(labels)[0], ops.shape(y_pred)[0]),
         f"`{labels_name}` and `{pred_name}` must have the same batch size.",
         [labels, y_pred],
     )
 
 
-def labels_in_range(labels, num_classes, name="y_true"):
-    """Checks 0 <= labels < num_classes (the number of proxies)."""
+def labels_in_range(labels, num_classes, name="y_true", what=None):
+    """Checks 0 <= labels < num_classes (the number of proxies).
+
+    Returns:
+        The poison factor of a run-time check, or `None`.
+    """
+    if what is None:
+        what = "the number of columns of `y_pred`, one per proxy"
     if is_concrete(labels) and is_concrete(num_classes):
         values = ops.convert_to_numpy(labels)
         bad = values[(values < 0) | (values >= int(num_classes))]
         if bad.size:
             raise ValueError(
-                f"`{name}` must hold class ids in [0, {int(num_classes)}) (the "
-                "number of columns of `y_pred`, one per proxy); received "
-                f"{bad.size} label(s) outside that range, e.g. {int(bad[0])}."
+                f"`{name}` must hold class ids in [0, {int(num_classes)}) ({what}); "
+                f"received {bad.size} label(s) outside that range, e.g. "
+                f"{int(bad[0])}."
             )
-        return
+        return None
     ok = ops.logical_and(
         ops.all(ops.greater_equal(labels, 0)),
         ops.all(ops.less(labels, ops.cast(num_classes, labels.dtype))),
     )
-    _assert(
+    return check_value(
         ok,
-        f"`{name}` must hold class ids in [0, {num_classes}) (the number of "
-        "columns of `y_pred`, one per proxy); received labels outside that range.",
+        f"`{name}` must hold class ids in [0, {num_classes}) ({what}); received "
+        "labels outside that range.",
         [labels],
     )

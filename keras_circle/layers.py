@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_circle import _checks
 from keras_circle import similarity
 
 
@@ -29,7 +30,8 @@ class CosineProxies(keras.layers.Layer):
     ```
 
     Args:
-        num_classes: Number of classes (proxies). Must be positive.
+        num_classes: Number of classes (proxies), a positive int (numpy
+            integers too).
         kernel_initializer: Initializer of the proxies. Defaults to
             `"glorot_uniform"`.
         kernel_regularizer: Optional regularizer of the proxies. Defaults to
@@ -55,8 +57,10 @@ class CosineProxies(keras.layers.Layer):
     `-inf`: no softmax sees them. Outside training, or with
     `sample_fraction=None`, the layout holds every class once, and the
     sampled loss equals the full one exactly. Only the gathered proxy rows
-    get a gradient (a sparse update). Without `labels` the layer returns the
-    full cosines, as for retrieval or `predict`.
+    get a gradient (a sparse update). Labels must be class ids in
+    `[0, num_classes)`: others raise a `ValueError`, or, where no check can
+    raise (XLA, `jax.jit`), make every cosine NaN. Without `labels` the layer
+    returns the full cosines, as for retrieval or `predict`.
 
     Input shape:
         `(batch_size, dim)`, and optionally `labels` `(batch_size,)`.
@@ -90,16 +94,7 @@ class CosineProxies(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-            raise TypeError(
-                "`num_classes` must be a positive int; "
-                f"received {num_classes!r} of type {type(num_classes).__name__}."
-            )
-        if num_classes < 1:
-            raise ValueError(
-                f"`num_classes` must be a positive int; received {num_classes}."
-            )
-        self.num_classes = num_classes
+        self.num_classes = _checks.check_count(num_classes, "num_classes")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         if sample_fraction is not None:
@@ -137,7 +132,7 @@ class CosineProxies(keras.layers.Layer):
         proxies = ops.cast(self.proxies, "float32")
         if labels is None:
             return ops.matmul(inputs, ops.transpose(similarity.l2_normalize(proxies)))
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        labels, factor = self._checked_labels(labels, inputs)
         batch = ops.shape(labels)[0]
         present = ops.scatter(
             ops.expand_dims(labels, 1), ops.ones_like(labels), (self.num_classes,)
@@ -170,7 +165,27 @@ class CosineProxies(keras.layers.Layer):
         keep_drawn = ops.logical_not(ops.take(present, drawn, axis=0))
         keep_drawn = ops.broadcast_to(keep_drawn[None, :], (batch, ops.shape(drawn)[0]))
         keep = ops.concatenate([keep_batch, keep_drawn], axis=1)
-        return ops.where(keep, cosine, float("-inf"))
+        # NaN everywhere (and NaN gradients) if a label check failed where it
+        # cannot raise (XLA, `jax.jit`).
+        return _checks.poison(ops.where(keep, cosine, float("-inf")), factor)
+
+    def _checked_labels(self, labels, inputs):
+        """int32 class ids `(batch_size,)` in `[0, num_classes)`, and the
+        poison factor of the run-time checks (see `keras_circle._checks`)."""
+        if hasattr(labels, "shape") and len(labels.shape) == 0:
+            raise ValueError(
+                "`labels` must hold one class id per embedding, shape "
+                "(batch_size,); received a scalar."
+            )
+        labels, whole = _checks.integer_labels(labels, "labels")
+        same = _checks.same_batch(labels, inputs, "labels", "inputs")
+        in_range = _checks.labels_in_range(
+            labels, self.num_classes, "labels", "the `num_classes` of this layer"
+        )
+        # Out-of-range ids would index the proxies and the scatter out of
+        # bounds, which XLA clamps silently: clip them, the poison tells.
+        labels = ops.clip(ops.cast(labels, "int32"), 0, self.num_classes - 1)
+        return labels, _checks.combine(whole, same, in_range)
 
     def compute_output_shape(self, input_shape, labels_shape=None):
         if labels_shape is not None:

@@ -8,7 +8,27 @@ _NORM_EPSILON = 1e-12
 
 
 def l2_normalize(x, axis=-1):
-    """L2-normalises `x` along `axis` in its own dtype; zero rows stay zero."""
+    """L2-normalises `x` along `axis` in its own dtype; zero rows stay zero.
+
+    A row whose squared norm overflows (norms above about 1.8e19 in float32)
+    or falls below `1e-24` (norms below 1e-12) is first divided by its largest
+    magnitude, a constant for back-propagation, so that huge and tiny rows
+    normalise like any other (`l2_normalize(1e30 * x) == l2_normalize(x)`).
+    Other rows are divided by 1: their values and gradients are unchanged.
+    A non-finite row gives NaN.
+    """
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    direct = ops.logical_and(
+        ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
+    )
+    largest = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
+    # Zero rows stay zero (nothing to rescale). Rows with NaN or inf come out
+    # NaN whether rescaled or not (XLA's max may skip a NaN).
+    rescale = ops.logical_and(
+        ops.logical_not(direct),
+        ops.logical_and(ops.isfinite(largest), ops.greater(largest, 0)),
+    )
+    x = x / ops.where(rescale, largest, ops.ones_like(largest))
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(squared, _NORM_EPSILON**2))
 

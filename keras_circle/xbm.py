@@ -21,6 +21,7 @@ from keras import ops
 from keras_circle import _checks
 from keras_circle.losses.pairwise import CircleLoss
 from keras_circle.losses.pairwise import _replica_distribute
+from keras_circle.losses.pairwise import checked_embeddings
 from keras_circle.losses.pairwise import circle_pair_logits
 from keras_circle.losses.pairwise import pair_softplus_loss
 
@@ -43,7 +44,9 @@ class CrossBatchMemory(keras.layers.Layer):
     value (`aggregation="only_first_replica"`).
 
     Args:
-        size: Number of entries. Must be at least the global batch size.
+        size: Number of entries, a positive int (numpy integers too). Must be
+            at least the global batch size: `XBMCircleLoss` rejects a larger
+            batch (a `ValueError` where the sizes are known, else a NaN loss).
         **kwargs: Standard layer arguments.
 
     Example:
@@ -61,9 +64,7 @@ class CrossBatchMemory(keras.layers.Layer):
     def __init__(self, size, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`size` must be a positive int; received {size!r}.")
-        self.size = size
+        self.size = _checks.check_count(size, "size")
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -188,10 +189,9 @@ class XBMCircleLoss(CircleLoss):
     def per_sample(self, labels, y_pred):
         if self.memory is None:
             return super().per_sample(labels, y_pred)
-        embeddings = _checks.float_matrix(y_pred, "y_pred")
-        _checks.same_batch(labels, embeddings)
+        embeddings, factor = checked_embeddings(labels, y_pred)
+        self._check_memory(embeddings)
         labels = ops.cast(labels, _label_dtype())
-        embeddings = ops.cast(embeddings, "float32")
         distribute = _replica_distribute()
         if distribute is not None:
             # This replica's anchors against the global batch.
@@ -201,6 +201,9 @@ class XBMCircleLoss(CircleLoss):
         else:
             batch_labels, batch_embeddings = labels, embeddings
             self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+        factor = _checks.combine(
+            factor, self._check_batch_fits(batch_labels, distribute is not None)
+        )
         mem_labels, mem_embeddings, filled = self.memory.references()
         ref_labels = ops.concatenate([batch_labels, mem_labels], axis=0)
         ref_embeddings = ops.concatenate([batch_embeddings, mem_embeddings], axis=0)
@@ -213,7 +216,7 @@ class XBMCircleLoss(CircleLoss):
                 s, self.gamma, self.margin, self.stop_alpha_gradient
             )
 
-        result = pair_softplus_loss(
+        losses, valid = pair_softplus_loss(
             labels,
             embeddings,
             logits_fn,
@@ -223,4 +226,42 @@ class XBMCircleLoss(CircleLoss):
             ref_valid,
         )
         self.memory.enqueue(batch_labels, batch_embeddings)
-        return result
+        return _checks.poison(losses, factor), valid
+
+    def _check_memory(self, embeddings):
+        """The memory layer must be built, for embeddings of this size."""
+        memory = self.memory
+        if not memory.built:
+            raise ValueError(
+                f"The `CrossBatchMemory` layer {memory.name!r} given to "
+                "`XBMCircleLoss` is not built: place it in the model after the "
+                "embedder (e.g. `keras.Sequential([embedder, memory])`) so that "
+                "it is called on the embeddings, or call `memory.build(shape)`."
+            )
+        dim, mem_dim = embeddings.shape[-1], memory.embeddings.shape[-1]
+        if dim is not None and dim != mem_dim:
+            raise ValueError(
+                f"`y_pred` has {dim} dimensions per embedding but the "
+                f"`CrossBatchMemory` layer {memory.name!r} holds {mem_dim}."
+            )
+
+    def _check_batch_fits(self, batch_labels, distributed):
+        """The (global) batch must fit in the memory: a larger one would write
+        two entries to one slot in a single step."""
+        size = self.memory.size
+        count = _checks.static_dim(batch_labels, 0)
+        gathered = ", gathered over the replicas" if distributed else ""
+        message = (
+            "The batch ({} samples" + gathered + ") is larger than the "
+            f"`CrossBatchMemory` ({size} entries); its `size` must be at least "
+            "the global batch size."
+        )
+        if count is not None:
+            if count > size:
+                raise ValueError(message.format(count))
+            return None
+        return _checks.check_value(
+            ops.less_equal(ops.shape(batch_labels)[0], size),
+            message.format(f"more than {size}"),
+            [batch_labels],
+        )

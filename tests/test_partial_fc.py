@@ -106,3 +106,63 @@ def test_fit_with_a_tenth_of_5000_classes(rng):
     history = model.fit([x, labels], labels, batch_size=64, epochs=4, verbose=0)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_labels_out_of_range_are_rejected(rng):
+    layer = keras_circle.CosineProxies(5, sample_fraction=0.5, seed=0)
+    e = rng.normal(size=(4, 3)).astype("float32")
+    for labels in (np.array([0, 1, 7, 2]), np.array([0, -1, 2, 2])):
+        with pytest.raises(ValueError, match=r"labels.*\[0, 5\).*num_classes"):
+            layer(e, labels=labels, training=True)
+
+
+def test_labels_out_of_range_give_nan_cosines_when_compiled(rng):
+    layer = keras_circle.CosineProxies(5, sample_fraction=0.5, seed=0)
+    e = rng.normal(size=(4, 3)).astype("float32")
+    layer.build(e.shape)
+    state = [v.value for v in layer.non_trainable_variables]
+
+    def cosine(e, labels):
+        out, _ = layer.stateless_call(
+            [layer.proxies.value], state, e, labels=labels, training=True
+        )
+        return out
+
+    fn = backend.jit(cosine)
+    good = keras.ops.convert_to_numpy(fn(e, np.array([0, 1, 4, 2])))
+    assert not np.any(np.isnan(good))
+    bad = keras.ops.convert_to_numpy(fn(e, np.array([0, 1, 7, 2])))
+    assert np.all(np.isnan(bad))
+
+
+def test_sampled_loss_rejects_labels_of_the_wrong_length(rng):
+    layer = keras_circle.CosineProxies(10, sample_fraction=0.5, seed=0)
+    labels = np.array([0, 0, 3, 4])
+    cosine = layer(rng.normal(size=(4, 3)).astype("float32"), labels=labels)
+    loss = keras_circle.ClassCircleLoss(sampled=True)
+    with pytest.raises(ValueError, match="same batch size.*3 labels for 4"):
+        loss(labels[:3], cosine)
+
+
+def test_sampled_loss_rejects_full_cosines(rng):
+    """Full (batch, num_classes) cosines are not the sampled layout."""
+    layer = keras_circle.CosineProxies(10)
+    e = rng.normal(size=(4, 3)).astype("float32")
+    loss = keras_circle.ClassCircleLoss(sampled=True)
+    # Fewer classes than samples: fewer columns than rows.
+    with pytest.raises(ValueError, match="sampled layout.*fewer columns"):
+        loss(np.array([0, 1, 2, 2]), keras_circle.CosineProxies(3)(e))
+    # A class twice in the batch: the layout would hide one column from the other.
+    with pytest.raises(ValueError, match="sampled layout.*-inf in each other"):
+        loss(np.array([0, 1, 2, 2]), layer(e))
+
+
+def test_sampled_loss_nan_cosine_is_not_a_skipped_column(rng):
+    layer = keras_circle.CosineProxies(10, sample_fraction=0.5, seed=0)
+    labels = np.array([0, 1, 3, 4])
+    cosine = keras.ops.convert_to_numpy(
+        layer(rng.normal(size=(4, 3)).astype("float32"), labels=labels)
+    )
+    cosine[0, 2] = np.nan
+    with pytest.raises(ValueError, match="y_pred.*NaN"):
+        keras_circle.ClassCircleLoss(sampled=True)(labels, cosine)

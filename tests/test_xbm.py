@@ -92,3 +92,60 @@ def test_fit_evaluate_and_save(rng, tmp_path):
     np.testing.assert_array_equal(xbm.labels.numpy(), memory.labels.numpy())
     np.testing.assert_allclose(xbm.embeddings.numpy(), memory.embeddings.numpy())
     assert int(xbm.pointer.numpy()) == int(memory.pointer.numpy())
+
+
+def test_memory_smaller_than_the_batch_is_rejected(rng):
+    """Two entries of one step would be written to one slot."""
+    memory = CrossBatchMemory(4)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    memory(x, training=True)
+    with pytest.raises(ValueError, match=r"batch \(6 samples\).*\(4 entries\)"):
+        XBMCircleLoss(memory)(np.array([0, 0, 1, 1, 2, 2]), x)
+    assert int(keras.ops.convert_to_numpy(memory.filled)) == 0
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
+)
+def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
+    """A batch size known only at run time cannot raise under XLA: NaN."""
+    import tensorflow as tf
+
+    memory = CrossBatchMemory(4)
+    memory.build((None, 3))
+    loss = XBMCircleLoss(memory)
+    step = tf.function(
+        lambda y, x: loss(y, x),
+        jit_compile=True,
+        input_signature=[
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, 3], tf.float32),
+        ],
+    )
+    x = rng.normal(size=(6, 3)).astype("float32")
+    assert np.isnan(float(step(np.array([0, 0, 1, 1, 2, 2]), x)))
+    assert np.isfinite(float(step(np.array([0, 0, 1, 1]), x[:4])))
+
+
+def test_unbuilt_memory_is_rejected():
+    loss = XBMCircleLoss(CrossBatchMemory(8, name="queue"))
+    with pytest.raises(ValueError, match="'queue'.*not built.*Sequential"):
+        loss(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
+
+
+def test_memory_of_the_wrong_dim_is_rejected():
+    memory = CrossBatchMemory(8, name="queue")
+    memory.build((None, 5))
+    with pytest.raises(ValueError, match="y_pred.*3 dimensions.*'queue' holds 5"):
+        XBMCircleLoss(memory)(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
+
+
+def test_numpy_integer_size_is_accepted():
+    memory = CrossBatchMemory(np.int64(8))
+    assert memory.size == 8 and type(memory.size) is int
+    assert memory.get_config()["size"] == 8
+    for bad in (True, 8.0, np.float32(8)):
+        with pytest.raises(TypeError, match="size"):
+            CrossBatchMemory(bad)
+    with pytest.raises(ValueError, match="size"):
+        CrossBatchMemory(np.int32(0))

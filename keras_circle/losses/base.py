@@ -12,6 +12,7 @@ Two things differ from `keras.losses.Loss`:
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_circle import _checks
@@ -37,6 +38,34 @@ def _distribute():
     return distribute if distribute.in_replica_context() else None
 
 
+def _mean(total, divisor):
+    """`total / divisor`, and `total` (0, or NaN from a poisoned loss) if 0.
+
+    Not `divide_no_nan`, which would turn a NaN total over no valid anchor
+    into 0: a NaN input wins over the zero-loss rule, in value and gradient.
+    """
+    return total / ops.where(divisor > 0, divisor, ops.ones_like(divisor))
+
+
+def _sample_weights(sample_weight, losses):
+    """`sample_weight` as float32 `(batch_size,)` (or a scalar), shape-checked."""
+    if not hasattr(sample_weight, "shape"):
+        sample_weight = np.asarray(sample_weight)
+    shape = tuple(sample_weight.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        sample_weight = ops.reshape(sample_weight, (-1,))
+        shape = shape[:1]
+    batch = losses.shape[0]
+    if len(shape) > 1 or (
+        len(shape) == 1 and None not in (batch, shape[0]) and batch != shape[0]
+    ):
+        raise ValueError(
+            "`sample_weight` must be a scalar or have shape (batch_size,) or "
+            f"(batch_size, 1) with batch_size={batch}; received shape {shape}."
+        )
+    return ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+
+
 def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_size"):
     """Reduces per-sample `losses` over the samples where `valid` is True.
 
@@ -55,11 +84,10 @@ def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_si
     """
     weights = ops.cast(valid, "float32")
     if sample_weight is not None:
-        sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
-        if len(sample_weight.shape) == 2 and sample_weight.shape[1] == 1:
-            sample_weight = ops.squeeze(sample_weight, axis=1)
-        weights = weights * sample_weight
-    weighted = losses * weights
+        weights = weights * _sample_weights(sample_weight, losses)
+    # A NaN loss stays NaN where its weight is 0 (XLA turns `NaN * 0` into a
+    # select of 0): a NaN input wins over the zero-loss rule.
+    weighted = ops.where(ops.isnan(losses), losses, losses * weights)
     if reduction is None or reduction == "none":
         return weighted
     total = ops.sum(weighted)
@@ -71,8 +99,8 @@ def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_si
         divisor = ops.sum(ops.cast(valid, "float32"))
     distribute = _distribute()
     if distribute is not None:
-        return ops.divide_no_nan(total, distribute.global_sum(divisor))
-    loss = ops.divide_no_nan(total, divisor)
+        return _mean(total, distribute.global_sum(divisor))
+    loss = _mean(total, divisor)
     replicas = _num_replicas()
     if replicas > 1:
         loss = loss / float(replicas)
@@ -91,13 +119,17 @@ class IntegerLabelLoss(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
-            labels = _checks.integer_labels(y_true)
+            labels, factor = _checks.integer_labels(y_true)
+            # Bad labels poison the predictions too: NaN gradients.
+            y_pred = _checks.poison(y_pred, factor)
             losses, valid = self.per_sample(labels, y_pred)
+            losses = _checks.poison(losses, factor)
             return reduce_valid(losses, valid, sample_weight, self.reduction)
 
     def call(self, y_true, y_pred):
-        losses, _ = self.per_sample(_checks.integer_labels(y_true), y_pred)
-        return losses
+        labels, factor = _checks.integer_labels(y_true)
+        losses, _ = self.per_sample(labels, _checks.poison(y_pred, factor))
+        return _checks.poison(losses, factor)
 
     def per_sample(self, labels, y_pred):
         raise NotImplementedError

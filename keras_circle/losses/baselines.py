@@ -1,8 +1,9 @@
 """The losses the paper compares Circle loss against, in the same API.
 
 Class-level (on `CosineProxies` output): AM-Softmax/CosFace and ArcFace.
-Pair-wise (on embeddings): the unified pair loss of Eq. 1 and the triplet loss
-with batch-hard or semi-hard mining, the Keras 3 home for users of
+Pair-wise (on embeddings): the unified pair loss of Eq. 1, and the triplet loss
+(`keras_circle.losses.triplet`, re-exported here) with batch-hard or semi-hard
+mining, the Keras 3 home for users of
 `tfa.losses.TripletSemiHardLoss` (tensorflow-addons is end of life).
 """
 
@@ -13,10 +14,15 @@ from keras import ops
 
 from keras_circle import _checks
 from keras_circle import kernels
-from keras_circle import similarity
 from keras_circle.losses.base import IntegerLabelLoss
 from keras_circle.losses.class_level import margin_softmax_loss
+from keras_circle.losses.pairwise import checked_embeddings
 from keras_circle.losses.pairwise import pair_softplus_loss
+
+# The triplet loss lives in its own module; these names stay importable here.
+from keras_circle.losses.triplet import TripletLoss  # noqa: F401
+from keras_circle.losses.triplet import pairwise_distances  # noqa: F401
+from keras_circle.losses.triplet import triplet_loss  # noqa: F401
 
 
 def _am_softmax_logits(gamma, margin):
@@ -47,10 +53,11 @@ def am_softmax_loss(labels, cosine, *, gamma=30.0, margin=0.35):
     Eq. 1 of the Circle paper with class-level labels (Eq. 2); `margin=0` is
     NormFace. Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    return margin_softmax_loss(
-        labels, cosine, _am_softmax_logits(_checks.check_gamma(gamma), margin)
-    )
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels, factor = _checks.integer_labels(labels, "labels")
+    losses = margin_softmax_loss(labels, cosine, _am_softmax_logits(gamma, margin))
+    return _checks.poison(losses, factor)
 
 
 def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
@@ -58,14 +65,11 @@ def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
 
     Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    return margin_softmax_loss(
-        labels,
-        cosine,
-        _arcface_logits(
-            _checks.check_gamma(gamma), _checks.check_margin(margin, upper=math.pi / 2)
-        ),
-    )
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin, upper=math.pi / 2)
+    labels, factor = _checks.integer_labels(labels, "labels")
+    losses = margin_softmax_loss(labels, cosine, _arcface_logits(gamma, margin))
+    return _checks.poison(losses, factor)
 
 
 def _unified_logits(gamma, margin):
@@ -85,107 +89,14 @@ def unified_pair_loss(labels, embeddings, *, gamma=80.0, margin=0.4):
     `1 / gamma` times it tends to the triplet loss with hard mining (Eq. 3).
     Returns float32 `(batch_size,)`.
     """
-    labels = _checks.integer_labels(labels, "labels")
-    embeddings = _checks.float_matrix(embeddings, "embeddings")
-    _checks.same_batch(labels, embeddings, "labels", "embeddings")
-    losses, _ = pair_softplus_loss(
-        labels, embeddings, _unified_logits(_checks.check_gamma(gamma), margin)
+    gamma = _checks.check_gamma(gamma)
+    margin = _checks.check_margin(margin)
+    labels, label_factor = _checks.integer_labels(labels, "labels")
+    embeddings, factor = checked_embeddings(
+        labels, embeddings, ("labels", "embeddings")
     )
-    return losses
-
-
-_DISTANCES = ("l2", "squared_l2", "angular")
-_MININGS = ("semi_hard", "batch_hard")
-
-
-def pairwise_distances(embeddings, distance="l2"):
-    """Distances `(batch, batch)`: `"l2"`, `"squared_l2"` or `"angular"` (1 - cos)."""
-    if distance == "angular":
-        e = similarity.l2_normalize(embeddings)
-        return 1.0 - ops.matmul(e, ops.transpose(e))
-    sq = ops.sum(ops.square(embeddings), axis=1)
-    d2 = ops.expand_dims(sq, 1) + ops.expand_dims(sq, 0)
-    d2 = ops.maximum(d2 - 2.0 * ops.matmul(embeddings, ops.transpose(embeddings)), 0.0)
-    if distance == "squared_l2":
-        return d2
-    # sqrt has an infinite gradient at 0 (the diagonal): route zeros around it.
-    zero = ops.equal(d2, 0.0)
-    return ops.where(zero, 0.0, ops.sqrt(ops.where(zero, 1.0, d2)))
-
-
-def _triplet_per_sample(labels, embeddings, margin, mining, distance, l2_normalize):
-    embeddings = _checks.float_matrix(embeddings, "embeddings")
-    _checks.same_batch(labels, embeddings, "labels", "embeddings")
-    if l2_normalize:
-        embeddings = similarity.l2_normalize(embeddings)
-    d = pairwise_distances(embeddings, distance)
-    self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
-    positive, negative = similarity.pair_masks(labels, labels, self_index)
-    has_p, has_n = ops.any(positive, axis=1), ops.any(negative, axis=1)
-    valid = ops.logical_and(has_p, has_n)
-    big = ops.max(d) + 1.0
-    if mining == "batch_hard":
-        # Hermans et al. 2017: hardest positive against hardest negative.
-        hardest_p = ops.max(ops.where(positive, d, 0.0), axis=1)
-        hardest_n = ops.min(ops.where(negative, d, big), axis=1)
-        losses = ops.relu(hardest_p - hardest_n + margin)
-    else:
-        # Schroff et al. 2015 (FaceNet), as tfa.losses.TripletSemiHardLoss: for
-        # each positive pair (a, p) the closest negative farther than p, else
-        # the farthest negative. O(batch**3) booleans.
-        d_ap = ops.expand_dims(d, 2)  # [a, p, 1]
-        d_an = ops.expand_dims(d, 1)  # [a, 1, n]
-        farther = ops.logical_and(ops.expand_dims(negative, 1), d_an > d_ap)
-        semi_hard = ops.min(ops.where(farther, d_an, big), axis=2)
-        farthest = ops.max(ops.where(negative, d, -big), axis=1, keepdims=True)
-        chosen = ops.where(ops.any(farther, axis=2), semi_hard, farthest)
-        hinge = ops.where(positive, ops.relu(d - chosen + margin), 0.0)
-        count = ops.maximum(ops.sum(ops.cast(positive, "float32"), axis=1), 1.0)
-        losses = ops.sum(hinge, axis=1) / count
-    return ops.where(valid, losses, 0.0), valid
-
-
-def triplet_loss(
-    labels,
-    embeddings,
-    *,
-    margin=1.0,
-    mining="semi_hard",
-    distance="l2",
-    l2_normalize=False,
-):
-    """Triplet loss with in-batch mining, per anchor (mean over its positives).
-
-    Args:
-        labels: Integer labels `(batch_size,)`.
-        embeddings: `(batch_size, dim)`.
-        margin: Hinge margin. Defaults to `1.0` (as tfa's TripletSemiHardLoss).
-        mining: `"semi_hard"` (FaceNet) or `"batch_hard"` (Hermans et al.).
-            Defaults to `"semi_hard"`.
-        distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
-        l2_normalize: Normalise embeddings first. Defaults to `False`.
-
-    Returns:
-        Float32 tensor `(batch_size,)`; 0 for anchors without a positive or a
-        negative.
-    """
-    _check_triplet_options(mining, distance, margin)
-    labels = _checks.integer_labels(labels, "labels")
-    losses, _ = _triplet_per_sample(
-        labels, embeddings, margin, mining, distance, l2_normalize
-    )
-    return losses
-
-
-def _check_triplet_options(mining, distance, margin):
-    if mining not in _MININGS:
-        raise ValueError(f"`mining` must be one of {_MININGS}; received {mining!r}.")
-    if distance not in _DISTANCES:
-        raise ValueError(
-            f"`distance` must be one of {_DISTANCES}; received {distance!r}."
-        )
-    if not isinstance(margin, (int, float)) or margin < 0:
-        raise ValueError(f"`margin` must be a number >= 0; received {margin!r}.")
+    losses, _ = pair_softplus_loss(labels, embeddings, _unified_logits(gamma, margin))
+    return _checks.poison(losses, factor, label_factor)
 
 
 class _GammaMarginLoss(IntegerLabelLoss):
@@ -335,70 +246,8 @@ class UnifiedPairLoss(_GammaMarginLoss):
         super().__init__(gamma, _checks.check_margin(margin), reduction, name, dtype)
 
     def per_sample(self, labels, y_pred):
-        y_pred = _checks.float_matrix(y_pred)
-        _checks.same_batch(labels, y_pred)
-        return pair_softplus_loss(
+        y_pred, factor = checked_embeddings(labels, y_pred)
+        losses, valid = pair_softplus_loss(
             labels, y_pred, _unified_logits(self.gamma, self.margin)
         )
-
-
-@keras.saving.register_keras_serializable(package="keras_circle")
-class TripletLoss(IntegerLabelLoss):
-    """Triplet loss with batch-hard or semi-hard mining (Keras 3, integer labels).
-
-    A drop-in home for `tfa.losses.TripletSemiHardLoss` users: the defaults
-    (`margin=1.0`, `mining="semi_hard"`, `distance="l2"`, no normalisation)
-    follow it. Per anchor, the hinge `relu(d_ap - d_an + margin)` is averaged
-    over the anchor's positives; the reduction averages over anchors with a
-    positive and a negative. With P x K batches (every anchor has K - 1
-    positives) this equals tfa's mean over all positive pairs.
-
-    Args:
-        margin: Defaults to `1.0`.
-        mining: `"semi_hard"` or `"batch_hard"`. Defaults to `"semi_hard"`.
-        distance: `"l2"`, `"squared_l2"` or `"angular"`. Defaults to `"l2"`.
-        l2_normalize: Normalise embeddings first. Defaults to `False`.
-        reduction: Defaults to `"sum_over_batch_size"`.
-        name: Defaults to `"triplet_loss"`.
-        dtype: Computation stays float32. Defaults to `None`.
-
-    Example:
-
-    ```python
-    model.compile(optimizer="adam", loss=keras_circle.TripletLoss())
-    ```
-
-    Reference:
-        Schroff et al., "FaceNet", CVPR 2015; Hermans et al., "In Defense of
-        the Triplet Loss for Person Re-Identification", 2017.
-    """
-
-    def __init__(
-        self,
-        margin=1.0,
-        mining="semi_hard",
-        distance="l2",
-        l2_normalize=False,
-        reduction="sum_over_batch_size",
-        name="triplet_loss",
-        dtype=None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check_triplet_options(mining, distance, margin)
-        self.margin = float(margin)
-        self.mining = mining
-        self.distance = distance
-        self.l2_normalize = bool(l2_normalize)
-
-    def per_sample(self, labels, y_pred):
-        return _triplet_per_sample(
-            labels, y_pred, self.margin, self.mining, self.distance, self.l2_normalize
-        )
-
-    def _hyperparameters(self):
-        return {
-            "margin": self.margin,
-            "mining": self.mining,
-            "distance": self.distance,
-            "l2_normalize": self.l2_normalize,
-        }
+        return _checks.poison(losses, factor), valid

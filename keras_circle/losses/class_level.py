@@ -18,27 +18,38 @@ def margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):
     Returns:
         Float32 tensor `(batch_size,)`.
     """
-    s = _checks.float_matrix(cosine, names[1], "(batch_size, num_classes)")
-    _checks.same_batch(labels, s, *names)
+    s, finite = _checks.float_matrix(cosine, names[1], "(batch_size, num_classes)")
     num_classes = s.shape[-1]
     if num_classes is None:
         num_classes = ops.shape(s)[-1]
-    _checks.labels_in_range(labels, num_classes, names[0])
+    factor = _checks.combine(
+        finite,
+        _checks.same_batch(labels, s, *names),
+        _checks.labels_in_range(labels, num_classes, names[0]),
+    )
+    # Poisoned in and out: NaN gradients and a NaN value when a check failed.
+    s = _checks.poison(s, factor)
     classes = ops.arange(num_classes, dtype=labels.dtype)
     target = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
     target_logits, other_logits = logits_fn(s)
     logits = ops.where(target, target_logits, other_logits)
     picked = ops.sum(ops.where(target, logits, ops.zeros_like(logits)), axis=-1)
-    return ops.logsumexp(logits, axis=-1) - picked
+    return _checks.poison(ops.logsumexp(logits, axis=-1) - picked, factor)
 
 
-def sampled_margin_softmax_loss(cosine, logits_fn, names=("labels", "cosine")):
+def sampled_margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):
     """`margin_softmax_loss` over the sampled layout of `CosineProxies`.
 
     Row `i` of `cosine` `(batch_size, batch_size + R)` has its target in
     column `i`; `-inf` entries are no class for that row and drop out of the
     softmax (and get no gradient). With every class present once per row this
     is exactly `margin_softmax_loss` over all classes.
+
+    The layout is checked against `labels` `(batch_size,)`: as many labels as
+    rows, at least as many columns as rows, and for two samples of the same
+    class, `-inf` in each other's column (the layout never counts a class
+    twice). Full `(batch_size, num_classes)` cosines fail that last check as
+    soon as a class occurs twice in the batch.
 
     Returns:
         Float32 tensor `(batch_size,)`.
@@ -50,24 +61,56 @@ def sampled_margin_softmax_loss(cosine, logits_fn, names=("labels", "cosine")):
             f"received shape {tuple(s.shape)}."
         )
     s = ops.cast(s, "float32")
-    keep = s > float("-inf")
-    # -inf marks a skipped column; NaN or +inf is still a faulty input.
-    _checks._assert(
-        ops.all(ops.logical_or(ops.isfinite(s), ops.logical_not(keep))),
-        f"`{names[1]}` contains NaN or +inf values; the loss needs cosines "
-        "(or -inf for a skipped column).",
-        [s],
+    rows, width = _checks.static_dim(s, 0), _checks.static_dim(s, 1)
+    if rows is not None and width is not None and width < rows:
+        raise ValueError(
+            f"`{names[1]}` must have the sampled layout (batch_size, batch_size "
+            f"+ R) of `CosineProxies(...)(embeddings, labels=labels)`; received "
+            f"shape {tuple(s.shape)}, fewer columns than rows."
+        )
+    same_batch = _checks.same_batch(labels, s, *names)
+    skipped = ops.equal(s, float("-inf"))
+    keep = ops.logical_not(skipped)
+    rows_index = ops.arange(ops.shape(s)[0], dtype="int32")
+    columns = ops.arange(ops.shape(s)[1], dtype="int32")
+    target = ops.equal(rows_index[:, None], columns[None, :])
+    # Two samples of one class: each one's column is -inf for the other.
+    n = ops.shape(s)[0]
+    if rows is None or width is None:
+        n = ops.minimum(n, ops.shape(s)[1])
+    twice = ops.logical_and(
+        ops.equal(labels[:, None], labels[None, :n]), ops.logical_not(target[:, :n])
     )
+    layout = ops.logical_and(
+        ops.greater_equal(ops.shape(s)[1], ops.shape(s)[0]),
+        ops.all(ops.logical_or(ops.logical_not(twice), skipped[:, :n])),
+    )
+    factor = _checks.combine(
+        same_batch,
+        # -inf marks a skipped column; NaN or +inf is still a faulty input.
+        _checks.check_value(
+            ops.all(ops.logical_or(ops.isfinite(s), skipped)),
+            f"`{names[1]}` contains NaN or +inf values; the loss needs cosines "
+            "(or -inf for a skipped column).",
+            [s],
+        ),
+        _checks.check_value(
+            layout,
+            f"`{names[1]}` is not the sampled layout of `CosineProxies(...)"
+            f"(embeddings, labels=labels)` for these `{names[0]}`: two samples "
+            "of one class must see -inf in each other's column. Full "
+            "(batch_size, num_classes) cosines need `sampled=False`.",
+            [s, labels],
+        ),
+    )
+    s = _checks.poison(s, factor)
     # Cosines only enter the logits where kept: -inf * alpha would be NaN.
     s = ops.where(keep, s, ops.zeros_like(s))
-    rows = ops.arange(ops.shape(s)[0], dtype="int32")
-    columns = ops.arange(ops.shape(s)[1], dtype="int32")
-    target = ops.equal(rows[:, None], columns[None, :])
     target_logits, other_logits = logits_fn(s)
     logits = ops.where(target, target_logits, other_logits)
     logits = ops.where(keep, logits, ops.full_like(logits, float("-inf")))
     picked = ops.sum(ops.where(target, logits, ops.zeros_like(logits)), axis=-1)
-    return ops.logsumexp(logits, axis=-1) - picked
+    return _checks.poison(ops.logsumexp(logits, axis=-1) - picked, factor)
 
 
 def _circle_class_logits(gamma, margin, stop_alpha_gradient):
@@ -103,10 +146,11 @@ def class_circle_loss(
     """
     gamma = _checks.check_gamma(gamma)
     margin = _checks.check_margin(margin)
-    labels = _checks.integer_labels(labels, "labels")
-    return margin_softmax_loss(
+    labels, factor = _checks.integer_labels(labels, "labels")
+    losses = margin_softmax_loss(
         labels, cosine, _circle_class_logits(gamma, margin, stop_alpha_gradient)
     )
+    return _checks.poison(losses, factor)
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
@@ -189,7 +233,7 @@ class ClassCircleLoss(IntegerLabelLoss):
         )
         names = ("y_true", "y_pred")
         if self.sampled:
-            losses = sampled_margin_softmax_loss(y_pred, logits_fn, names)
+            losses = sampled_margin_softmax_loss(labels, y_pred, logits_fn, names)
         else:
             losses = margin_softmax_loss(labels, y_pred, logits_fn, names)
         return losses, ops.ones_like(losses, dtype="bool")

@@ -118,8 +118,7 @@ def _circle_per_sample(
     names=("labels", "embeddings"),
     gather=False,
 ):
-    embeddings = _checks.float_matrix(embeddings, names[1])
-    _checks.same_batch(labels, embeddings, *names)
+    embeddings, factor = checked_embeddings(labels, embeddings, names)
 
     def logits_fn(s):
         return circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
@@ -131,10 +130,27 @@ def _circle_per_sample(
             ref_labels, ref_embeddings, self_index = distribute.gather_references(
                 labels, embeddings
             )
-            return pair_softplus_loss(
+            losses, valid = pair_softplus_loss(
                 labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
             )
-    return pair_softplus_loss(labels, embeddings, logits_fn)
+            return _checks.poison(losses, factor), valid
+    losses, valid = pair_softplus_loss(labels, embeddings, logits_fn)
+    return _checks.poison(losses, factor), valid
+
+
+def checked_embeddings(labels, embeddings, names=("y_true", "y_pred")):
+    """The checks of a pair-wise loss's inputs: float32 embeddings, poisoned.
+
+    Rejects an empty batch and a batch size other than the labels'. Returns
+    `(embeddings, factor)`: float32 embeddings multiplied by the poison factor
+    of the run-time checks (so that their gradient is NaN when a check failed)
+    and that factor, for the caller to poison its output with (a NaN input can
+    still give a finite loss under XLA, whose reductions skip NaN).
+    """
+    embeddings, finite = _checks.float_matrix(embeddings, names[1])
+    _checks.nonempty_batch(embeddings, labels, names[1], names[0])
+    factor = _checks.combine(finite, _checks.same_batch(labels, embeddings, *names))
+    return _checks.poison(embeddings, factor), factor
 
 
 def _replica_distribute():
@@ -168,11 +184,11 @@ def pairwise_circle_loss(
     """
     gamma = _checks.check_gamma(gamma)
     margin = _checks.check_margin(margin)
-    labels = _checks.integer_labels(labels, "labels")
+    labels, factor = _checks.integer_labels(labels, "labels")
     losses, _ = _circle_per_sample(
         labels, embeddings, gamma, margin, stop_alpha_gradient
     )
-    return losses
+    return _checks.poison(losses, factor)
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
@@ -197,6 +213,11 @@ class CircleLoss(IntegerLabelLoss):
       positive and one negative in the batch; the others contribute nothing.
       A batch without any such anchor gives 0 with zero, finite gradients.
     - Labels stay integers: any integer dtype, any value up to `2**63 - 1`.
+    - Bad values never give a normal-looking loss: a NaN or infinite embedding
+      or fractional labels raise eagerly and in plain graphs; under XLA and
+      `jax.jit` they make the loss and its gradients NaN, even over a batch
+      without valid anchors. An empty batch is an error. Embeddings of any
+      scale (1e-30 to 1e30) give the same loss.
     - Under a `tf.distribute` strategy each replica's anchors are compared
       with the embeddings and labels of the global batch (all-gathered, with
       gradients) and the mean divides by the global number of valid anchors:
