@@ -1,5 +1,7 @@
 """The task families' recipes: which one runs, the data each loads, the loss."""
 
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,8 @@ from keras_circle import config as config_lib
 from keras_circle import data
 from keras_circle import tasks
 from keras_circle.pipeline import models
+
+ROOT = pathlib.Path(__file__).parents[2]
 
 
 @pytest.mark.parametrize("task", config_lib.TASKS)
@@ -83,3 +87,12 @@ def test_lr_schedule_is_the_one_named(schedule, cls):
     if schedule == "cosine":
         assert rate["config"]["decay_steps"] == 100
         assert rate["config"]["initial_learning_rate"] == 0.002
+
+
+def test_example_entry_point_runs_its_own_recipe(tmp_path):
+    """`examples/person_reid/train.py CONFIG`: a face config is refused early."""
+    config = str(ROOT / "configs/small/face_recognition.json")
+    argv = [config, "--workdir", str(tmp_path / "run")]
+    with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
+        tasks.example_main(tasks.person_reid.RECIPE, argv)
+    assert not (tmp_path / "run").exists()
