@@ -177,6 +177,13 @@ def _add_train(subparsers):
         help="Start over: remove WORKDIR's earlier run (its published export/ "
         "versions stay).",
     )
+    parser.add_argument(
+        "--allow-shape-change",
+        action="store_true",
+        help="Train and publish even if the input shape or embedding size "
+        "differs from the latest version in WORKDIR/export/saved_model "
+        "(otherwise refused before training).",
+    )
     parser.set_defaults(func=_run_train)
 
 
@@ -201,11 +208,18 @@ def _add_demo(subparsers):
     parser = subparsers.add_parser(
         "demo",
         help="Offline demo on the packaged Fashion-MNIST subset (a few minutes).",
+        description="Runs the demo config (keras_circle.demo.CONFIG) through "
+        "the same pipeline as train, then adds the raw-pixel baseline. "
+        "WORKDIR is a run folder: a finished demo is not redone, another "
+        "--steps-per-epoch is refused (see --overwrite).",
     )
     parser.add_argument("--workdir", default="keras_circle_demo", help="Output folder.")
     parser.add_argument("--epochs", type=int, default=6, help="Epochs (6).")
     parser.add_argument(
         "--steps-per-epoch", type=int, default=80, help="10 x 10 batches per epoch."
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Start over: remove WORKDIR's run."
     )
     parser.set_defaults(func=_run_demo)
 
@@ -232,30 +246,48 @@ def _print_summary(report):
         print(f"{key:>24}: {value}")
 
 
-def _run_train(args):
-    config = _load(args, "train")
-    if config is None:
-        return 2
-    from keras_circle import pipeline
+def _run_pipeline(command, run):
+    """`(run(), 0)`, or `(None, exit status)` with the error printed.
+
+    2: the config or the run folder is refused (nothing was touched); 1: the
+    run diverged (nothing from the diverged round was saved or exported).
+    """
     from keras_circle import training
     from keras_circle.config import ConfigError
     from keras_circle.pipeline.run_folder import RunFolderError
 
     try:
-        report = pipeline.train_and_evaluate(
-            config, args.workdir, overwrite=args.overwrite
-        )
+        return run(), 0
     except (ConfigError, RunFolderError) as error:
-        print(f"keras-circle train: error: {error}", file=sys.stderr)
-        return 2
+        print(f"keras-circle {command}: error: {error}", file=sys.stderr)
+        return None, 2
     except training.TrainingDivergedError as error:
         print(
-            f"keras-circle train: error: {error} Nothing was saved or exported "
-            "from the diverged round; to change the config, start over with "
-            "--overwrite.",
+            f"keras-circle {command}: error: {error} Nothing was saved or "
+            "exported from the diverged round; to change the config, start "
+            "over with --overwrite.",
             file=sys.stderr,
         )
-        return 1
+        return None, 1
+
+
+def _run_train(args):
+    config = _load(args, "train")
+    if config is None:
+        return 2
+    from keras_circle import tasks
+
+    report, status = _run_pipeline(
+        "train",
+        lambda: tasks.train_and_evaluate(
+            config,
+            args.workdir,
+            overwrite=args.overwrite,
+            allow_shape_change=args.allow_shape_change,
+        ),
+    )
+    if status:
+        return status
     print(f"{report['steps']} steps in {report['seconds']['total']:.0f} s")
     _print_summary(report)
     return 0
@@ -265,15 +297,13 @@ def _run_evaluate(args):
     config = _load(args, "evaluate")
     if config is None:
         return 2
-    from keras_circle import pipeline
-    from keras_circle.config import ConfigError
-    from keras_circle.pipeline.run_folder import RunFolderError
+    from keras_circle import tasks
 
-    try:
-        report = pipeline.evaluate(config, args.workdir)
-    except (ConfigError, RunFolderError) as error:
-        print(f"keras-circle evaluate: error: {error}", file=sys.stderr)
-        return 2
+    report, status = _run_pipeline(
+        "evaluate", lambda: tasks.evaluate(config, args.workdir)
+    )
+    if status:
+        return status
     _print_summary(report)
     print(
         f"{'report':>24}: {pathlib.Path(args.workdir) / 'evaluation' / 'report.json'}"
@@ -294,10 +324,16 @@ def _run_demo(args):
             return 2
     from keras_circle import demo
 
-    demo.run_demo(
-        args.workdir, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch
+    _, status = _run_pipeline(
+        "demo",
+        lambda: demo.run_demo(
+            args.workdir,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            overwrite=args.overwrite,
+        ),
     )
-    return 0
+    return status
 
 
 SUBCOMMANDS = [_add_train, _add_evaluate, _add_export, _add_demo]

@@ -103,6 +103,32 @@ def test_overwrite_starts_over_with_a_new_config(finished, tmp_path):
     assert config["model"]["embedding_dim"] == 16
 
 
+def test_shape_change_is_refused_before_training(finished, capsys):
+    """--overwrite with another embedding size: refused before a file is touched.
+
+    `export/` outlives --overwrite, and the export would refuse a version of
+    another shape only after the whole training.
+    """
+    before = _snapshot(finished)
+    assert _train(finished, "model.embedding_dim=16", flags=("--overwrite",)) == 2
+    err = capsys.readouterr().err
+    assert "[None, 28, 28, 1]" in err and "size 32" in err and "size 16" in err
+    assert "new --workdir" in err and "--allow-shape-change" in err
+    assert _snapshot(finished) == before
+
+
+def test_allow_shape_change_publishes_a_new_version(finished, tmp_path):
+    from keras_circle.export.fingerprint import served_shapes
+
+    workdir = _copy(finished, tmp_path)
+    flags = ("--overwrite", "--allow-shape-change")
+    assert _train(workdir, "model.embedding_dim=16", flags=flags) == 0
+    base = workdir / "export/saved_model"
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    assert served_shapes(base / "1")["embedding_size"] == 32
+    assert served_shapes(base / "2")["embedding_size"] == 16
+
+
 @pytest.mark.parametrize("xla", ["false", "true"])
 def test_diverging_run_exits_nonzero_and_publishes_nothing(tmp_path, capsys, xla):
     """`train.learning_rate=1e30`: the loss or the weights turn NaN in round 1.

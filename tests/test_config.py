@@ -162,3 +162,41 @@ def test_malformed_file_names_the_file_and_line(tmp_path, name, text, where):
     with pytest.raises(config_lib.ConfigError, match=where) as info:
         config_lib.load_config(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("task", config_lib.TASKS)
+def test_loss_defaults_come_from_the_task_preset(task):
+    from keras_circle import PRESETS
+
+    loss = config_lib.from_dict({"task": task}).loss
+    preset = PRESETS[task]
+    assert (loss.labels, loss.gamma, loss.margin) == (
+        preset.labels,
+        preset.gamma,
+        preset.margin,
+    )
+    # A key the file gives wins over the preset.
+    assert config_lib.from_dict({"task": task, "loss": {"gamma": 32}}).loss.gamma == 32
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [{"name": "arcface", "labels": "pair"}, {"name": "triplet", "labels": "class"}],
+)
+def test_loss_that_does_not_take_the_labels_is_rejected(loss):
+    with pytest.raises(config_lib.ConfigError, match="`loss.name="):
+        config_lib.from_dict({"loss": loss})
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.backbone=vgg16", "model.backbone"),
+        ("data.source=imagenet", "data.source"),
+        ("train.lr_schedule=linear", "train.lr_schedule"),
+        ("data.channels=true", "data.channels"),
+    ],
+)
+def test_choices_outside_the_literal_are_rejected(override, key):
+    with pytest.raises(config_lib.ConfigError, match=f"`{key}` must be one of"):
+        config_lib.load_config(ROOT / "configs/person_reid.json", [override])

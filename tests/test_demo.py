@@ -1,8 +1,11 @@
 """The offline demo, with a small budget: report, plots, SavedModel, ONNX."""
 
 import json
+import pathlib
 
 from keras_circle import cli
+from keras_circle import config as config_lib
+from keras_circle import demo
 
 
 def test_demo_small_budget_writes_everything(tmp_path, capsys):
@@ -26,12 +29,31 @@ def test_demo_small_budget_writes_everything(tmp_path, capsys):
     for name in report["results"]:
         assert set(report["results"][name]["recall_at_k"]) == {"1", "2", "4", "8"}
         assert 0.0 < report["results"][name]["map_at_r"] <= 1.0
-    for path in report["artifacts"]["plots"].values():
-        assert (workdir / "plots").exists() and path.endswith(".png")
-    assert (workdir / "saved_model" / "1" / "saved_model.pb").exists()
-    assert (workdir / "embedder.onnx").exists()
+    names = {pathlib.Path(p).name for p in report["artifacts"]["plots"]}
+    assert {"recall_at_k.png", "circle_boundary.png", "similarities.png"} <= names
+    assert (workdir / "export" / "saved_model" / "1" / "saved_model.pb").exists()
+    assert (workdir / "export" / "embedder.onnx").exists()
     out = capsys.readouterr().out
     assert "raw_pixels" in out and "ONNX" in out
+    # The report holds the config the pipeline ran, not strings restating it;
+    # the run folder's config.json is that same config.
+    expected = config_lib.to_dict(demo.demo_config(epochs=1, steps_per_epoch=10))
+    assert report["config"] == expected
+    assert json.loads((workdir / "config.json").read_text()) == expected
+    assert report["steps"] == report["expected_steps"] == 10
+
+
+def test_demo_in_a_folder_of_another_run_is_refused(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(
+        json.dumps(config_lib.to_dict(demo.demo_config(steps_per_epoch=10)))
+    )
+    before = (workdir / "config.json").read_text()
+    assert cli.main(["demo", "--workdir", str(workdir), "--steps-per-epoch", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "`train.steps_per_epoch` 10 -> 5" in err and "--overwrite" in err
+    assert (workdir / "config.json").read_text() == before
 
 
 def test_demo_non_positive_epochs_is_rejected(tmp_path, capsys):
@@ -43,8 +65,6 @@ def test_demo_non_positive_epochs_is_rejected(tmp_path, capsys):
 
 def test_demo_fractional_steps_are_rejected(tmp_path):
     import pytest
-
-    from keras_circle import demo
 
     with pytest.raises(ValueError, match="`steps_per_epoch` must be a positive"):
         demo.run_demo(tmp_path / "demo", steps_per_epoch=2.5)

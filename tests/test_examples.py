@@ -9,13 +9,15 @@ import pytest
 import tensorflow as tf
 
 from keras_circle import config as config_lib
+from keras_circle import export
+from keras_circle import tasks
 
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def _train_lib(task):
-    path = ROOT / "examples" / task / "train_lib.py"
-    spec = importlib.util.spec_from_file_location(f"{task}_train_lib", path)
+def _example(task, name="train"):
+    path = ROOT / "examples" / task / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{task}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -49,6 +51,11 @@ def _check(report, workdir, expected, expected_steps=20):
         assert key in saved["metrics"]
     assert (workdir / "export" / "embedder.onnx").exists()
     assert list((workdir / "export" / "saved_model").glob("*/saved_model.pb"))
+    # Served = evaluated: the export records the recipe's test-time spec.
+    config = config_lib.from_dict(saved["config"])
+    spec = tasks.recipe_for(config).load_data(config).preprocessing
+    metadata = workdir / "export" / "saved_model" / "1" / export.METADATA_PATH
+    assert json.loads(metadata.read_text())["preprocessing"] == spec
     assert list((workdir / "plots").glob("*.png"))
     assert (workdir / "model.keras").exists()
 
@@ -57,7 +64,7 @@ def test_fine_grained_retrieval_end_to_end(tmp_path):
     config = config_lib.load_config(
         ROOT / "configs/small/fine_grained_retrieval.json", ["train.verbose=0"]
     )
-    report = _train_lib("fine_grained_retrieval").train_and_evaluate(config, tmp_path)
+    report = _example("fine_grained_retrieval").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["recall_at_k", "map_at_r"])
     assert report["metrics"]["recall_at_k"]["1"] > 0.4  # 5 unseen classes
 
@@ -66,7 +73,7 @@ def test_face_recognition_end_to_end(tmp_path):
     config = config_lib.load_config(
         ROOT / "configs/small/face_recognition.json", ["train.verbose=0"]
     )
-    report = _train_lib("face_recognition").train_and_evaluate(config, tmp_path)
+    report = _example("face_recognition").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["accuracy", "tar_at_far", "auc"])
     assert report["metrics"]["accuracy"] > 0.5
 
@@ -77,11 +84,19 @@ def test_person_reid_end_to_end(tmp_path):
         ROOT / "configs/small/person_reid.json",
         [f"data.root={root}", "train.verbose=0"],
     )
-    report = _train_lib("person_reid").train_and_evaluate(config, tmp_path / "run")
+    report = _example("person_reid").train_and_evaluate(config, tmp_path / "run")
     _check(report, tmp_path / "run", ["mAP"], expected_steps=12)
 
 
 def test_wrong_family_is_rejected(tmp_path):
     config = config_lib.load_config(ROOT / "configs/small/face_recognition.json")
     with pytest.raises(ValueError, match="person_reid"):
-        _train_lib("person_reid").train_and_evaluate(config, tmp_path)
+        _example("person_reid").train_and_evaluate(config, tmp_path)
+
+
+def test_train_lib_is_a_deprecated_alias_of_train(tmp_path):
+    config = config_lib.load_config(ROOT / "configs/small/face_recognition.json")
+    train_lib = _example("person_reid", "train_lib")
+    with pytest.warns(DeprecationWarning, match="train.py"):
+        with pytest.raises(ValueError, match="person_reid"):
+            train_lib.train_and_evaluate(config, tmp_path)

@@ -1,26 +1,26 @@
-"""Entry point: `python examples/face_recognition/train.py CONFIG [--workdir DIR] [--set k=v]`."""
+"""Face recognition: train, evaluate and export one run.
 
-import argparse
-import pathlib
-import sys
+    python examples/face_recognition/train.py [CONFIG] [--workdir DIR] [--set key=value]
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+The recipe (data, model, loss, protocol) is
+`keras_circle.tasks.face_recognition`; the machinery it runs in (strategy,
+resumable fit, report, export) is `keras_circle.pipeline`. CONFIG
+defaults to `configs/face_recognition.json`.
+"""
 
-import train_lib  # noqa: E402
+from keras_circle import pipeline
+from keras_circle import tasks
+from keras_circle.tasks.face_recognition import RECIPE
 
-from keras_circle import config as config_lib  # noqa: E402
 
+def train_and_evaluate(config, workdir):
+    """Trains and evaluates `config` (a `keras_circle.config.Config`) in `workdir`.
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("config", nargs="?", default="configs/face_recognition.json")
-    parser.add_argument("--workdir", default="runs/face_recognition")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    config = config_lib.load_config(args.config, args.overrides)
-    report = train_lib.train_and_evaluate(config, args.workdir)
-    print(report["metrics"])
+    Returns:
+        The report dict, also written to `workdir/report.json`.
+    """
+    return pipeline.train_and_evaluate(config, workdir, RECIPE)
 
 
 if __name__ == "__main__":
-    main()
+    tasks.example_main(RECIPE)

@@ -1,23 +1,6 @@
-"""fine grained retrieval: `train_and_evaluate(config, workdir)` for this task family.
+"""Deprecated: `train.train_and_evaluate` of this folder replaces this module."""
 
-The machinery (strategy, P x K batches, resumable fit, protocol, report,
-plots, export) is shared in `keras_circle.pipeline`; this example pins the
-task family so that a config of another family fails early.
-"""
+from keras_circle import tasks
+from keras_circle.tasks.fine_grained_retrieval import RECIPE
 
-from keras_circle import pipeline
-
-TASK = "fine_grained_retrieval"
-
-
-def train_and_evaluate(config, workdir):
-    """Trains and evaluates `config` (a `keras_circle.config.Config`) in `workdir`.
-
-    Returns:
-        The report dict, also written to `workdir/report.json`.
-    """
-    if config.task != TASK:
-        raise ValueError(
-            f"This example runs task {TASK!r}; the config says {config.task!r}."
-        )
-    return pipeline.train_and_evaluate(config, workdir)
+train_and_evaluate = tasks.deprecated_train_lib(RECIPE)

@@ -9,14 +9,22 @@ backbone, so the file must match the architecture without its top).
 import keras
 
 import keras_circle as kc
+from keras_circle.config import ConfigError
 
-APPLICATIONS = {
-    "resnet50": keras.applications.ResNet50,
-    "resnet101": keras.applications.ResNet101,
-    "resnet152": keras.applications.ResNet152,
-    "inception_v3": keras.applications.InceptionV3,
-    "efficientnet_b0": keras.applications.EfficientNetB0,
-}
+
+def backbone_class(name):
+    """The `keras.applications` model of `model.backbone` (not `small_cnn`)."""
+    if name == "resnet50":
+        return keras.applications.ResNet50
+    if name == "resnet101":
+        return keras.applications.ResNet101
+    if name == "resnet152":
+        return keras.applications.ResNet152
+    if name == "inception_v3":
+        return keras.applications.InceptionV3
+    if name == "efficientnet_b0":
+        return keras.applications.EfficientNetB0
+    raise ConfigError(f"`model.backbone` {name!r} is not a keras.applications model.")
 
 
 def small_cnn(input_shape, embedding_dim, width=32):
@@ -51,26 +59,20 @@ def build_embedder(config):
     mc = config.model
     if mc.backbone == "small_cnn":
         model = small_cnn(shape, mc.embedding_dim, mc.width)
-    elif mc.backbone in APPLICATIONS:
-        backbone = APPLICATIONS[mc.backbone](
-            include_top=False, weights=None, input_shape=shape, pooling="avg"
-        )
         if mc.weights:
-            backbone.load_weights(mc.weights)
-        inputs = keras.Input(shape, name="image")
-        x = backbone(inputs)
-        x = keras.layers.Dense(mc.embedding_dim, use_bias=False)(x)
-        # BN-neck (Luo et al. 2019): a normalised feature for cosine heads.
-        x = keras.layers.BatchNormalization(dtype="float32", name="embedding")(x)
-        model = keras.Model(inputs, x, name="embedder")
-    else:
-        raise ValueError(
-            f"`model.backbone` must be 'small_cnn' or one of {sorted(APPLICATIONS)}; "
-            f"got {mc.backbone!r}."
-        )
-    if mc.weights and mc.backbone == "small_cnn":
-        model.load_weights(mc.weights)
-    return model
+            model.load_weights(mc.weights)
+        return model
+    backbone = backbone_class(mc.backbone)(
+        include_top=False, weights=None, input_shape=shape, pooling="avg"
+    )
+    if mc.weights:
+        backbone.load_weights(mc.weights)
+    inputs = keras.Input(shape, name="image")
+    x = backbone(inputs)
+    x = keras.layers.Dense(mc.embedding_dim, use_bias=False)(x)
+    # BN-neck (Luo et al. 2019): a normalised feature for cosine heads.
+    x = keras.layers.BatchNormalization(dtype="float32", name="embedding")(x)
+    return keras.Model(inputs, x, name="embedder")
 
 
 def build_training_model(config, embedder, num_classes):
@@ -81,40 +83,49 @@ def build_training_model(config, embedder, num_classes):
     return keras.Model(embedder.input, cosine, name="trainer")
 
 
+def build_models(config, num_classes):
+    """`(training model, embedder)`: `config.model`, with a head for class labels."""
+    embedder = build_embedder(config)
+    return build_training_model(config, embedder, num_classes), embedder
+
+
 def build_loss(config):
-    """The loss of `config.loss` (labels `"class"` or `"pair"`)."""
+    """The loss of `config.loss`; `loss.labels` says what the model outputs.
+
+    Class labels: the cosine logits of a `CosineProxies` head. Pair labels:
+    embeddings of P x K batches. The config has checked that `loss.name`
+    takes those labels.
+    """
     lc = config.loss
-    kwargs = {"gamma": lc.gamma, "margin": lc.margin}
-    losses = {
-        ("circle", "class"): lambda: kc.ClassCircleLoss(**kwargs),
-        ("circle", "pair"): lambda: kc.CircleLoss(**kwargs),
-        ("am_softmax", "class"): lambda: kc.AMSoftmaxLoss(**kwargs),
-        ("arcface", "class"): lambda: kc.ArcFaceLoss(**kwargs),
-        ("triplet", "pair"): lambda: kc.TripletLoss(
-            margin=lc.margin, l2_normalize=True
-        ),
-        ("keras_circle", "pair"): lambda: keras.losses.Circle(
-            gamma=lc.gamma, margin=lc.margin
-        ),
-    }
-    if (lc.name, lc.labels) not in losses:
-        raise ValueError(
-            f"`loss.name={lc.name!r}` does not take `loss.labels={lc.labels!r}`; "
-            f"valid pairs: {sorted(losses)}."
-        )
-    return losses[(lc.name, lc.labels)]()
+    if lc.labels == "class":
+        if lc.name == "circle":
+            return kc.ClassCircleLoss(gamma=lc.gamma, margin=lc.margin)
+        if lc.name == "am_softmax":
+            return kc.AMSoftmaxLoss(gamma=lc.gamma, margin=lc.margin)
+        if lc.name == "arcface":
+            return kc.ArcFaceLoss(gamma=lc.gamma, margin=lc.margin)
+    elif lc.name == "circle":
+        return kc.CircleLoss(gamma=lc.gamma, margin=lc.margin)
+    elif lc.name == "triplet":
+        return kc.TripletLoss(margin=lc.margin, l2_normalize=True)
+    elif lc.name == "keras_circle":
+        return keras.losses.Circle(gamma=lc.gamma, margin=lc.margin)
+    raise ConfigError(
+        f"`loss.name={lc.name!r}` does not take `loss.labels={lc.labels!r}`."
+    )
 
 
 def build_optimizer(config, total_steps):
-    """SGD (momentum 0.9) or Adam with the rate divided by 10 at milestones."""
+    """SGD (momentum 0.9) or Adam; the rate decays in steps or as a cosine."""
     tc = config.train
     boundaries = sorted({max(1, int(f * total_steps)) for f in tc.lr_decay_at})
     values = [tc.learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
-    schedule = (
-        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-        if boundaries
-        else tc.learning_rate
-    )
+    if tc.lr_schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(tc.learning_rate, total_steps)
+    elif boundaries:
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    else:
+        schedule = tc.learning_rate
     decay = tc.weight_decay or None
     if tc.optimizer == "adam":
         return keras.optimizers.AdamW(schedule, weight_decay=decay or 0.0)

@@ -1,10 +1,10 @@
-"""TensorFlow-only: one training run from a `Config`, shared by the examples.
+"""TensorFlow-only: one training run from a `Config` and its family's recipe.
 
-`train_and_evaluate(config, workdir)` trains under `MirroredStrategy` (every
+`train_and_evaluate(config, workdir, recipe)` trains under `MirroredStrategy` (every
 visible GPU, else the CPU) with Keras `fit`, or under
 `MultiWorkerMirroredStrategy` with the custom loop of
 `keras_circle.training` when `TF_CONFIG` names a cluster; then it evaluates
-with the task's protocol, writes `report.json` and PNG plots, and exports the
+with the recipe's protocol, writes `report.json` and PNG plots, and exports the
 embedder (SavedModel for TF Serving, ONNX).
 
 Resumability: `fit` runs `train.epochs * train.steps_per_epoch /
@@ -47,7 +47,6 @@ from keras_circle import training
 from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
 from keras_circle.pipeline import run_folder
-from keras_circle.pipeline.datasets import load_task_data
 
 
 def select_strategy(replicas=0):
@@ -130,7 +129,7 @@ class _DivergenceGuard(keras.callbacks.Callback):
                 raise self.diverged(f"weight {weight.path!r} is NaN or infinite")
 
 
-def _fit(config, workdir, task, strategy, schedule, start):
+def _fit(config, workdir, recipe, task, strategy, schedule, start):
     steps_per_epoch, backup_every, total = schedule
     tc = config.train
     ds = data.pk_batches(
@@ -142,13 +141,12 @@ def _fit(config, workdir, task, strategy, schedule, start):
         steps_per_epoch=steps_per_epoch,
     )
     with strategy.scope():
-        embedder = models.build_embedder(config)
-        model = models.build_training_model(config, embedder, task.num_classes)
+        model, embedder = recipe.build_model(config, task.num_classes)
         # XLA with MirroredStrategy fails (keras-team/keras 19005): one replica only.
         jit = tc.xla and strategy.num_replicas_in_sync == 1
         model.compile(
             optimizer=models.build_optimizer(config, total),
-            loss=models.build_loss(config),
+            loss=recipe.build_loss(config),
             jit_compile=jit,
         )
     guard = _DivergenceGuard(schedule, start)
@@ -187,17 +185,16 @@ def _fit(config, workdir, task, strategy, schedule, start):
     return model, embedder, int(model.optimizer.iterations.numpy())
 
 
-def _fit_multi_worker(config, workdir, task, strategy, schedule, start):
+def _fit_multi_worker(config, workdir, recipe, task, strategy, schedule, start):
     steps_per_epoch, _, total = schedule
 
     def model_fn():
-        embedder = models.build_embedder(config)
-        return models.build_training_model(config, embedder, task.num_classes)
+        return recipe.build_model(config, task.num_classes)[0]
 
     model, history = training.train_loop(
         strategy,
         model_fn=model_fn,
-        loss=models.build_loss(config),
+        loss=recipe.build_loss(config),
         optimizer_fn=lambda: models.build_optimizer(config, total),
         dataset_fn=data.pk_dataset_fn(
             task.source,
@@ -236,7 +233,17 @@ def _history(workdir):
     return {name: [_float(row[name]) for row in rows] for name in names}
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False):
+def _check_recipe(config, recipe):
+    if config.task != recipe.task:
+        raise config_lib.ConfigError(
+            f"This recipe runs task {recipe.task!r}; the config says "
+            f"`task` {config.task!r}."
+        )
+
+
+def train_and_evaluate(
+    config, workdir, recipe, *, overwrite=False, allow_shape_change=False
+):
     """Trains, evaluates, plots and exports one run; resumes a killed one.
 
     Before anything is written, the workdir is checked (`run_folder`): a
@@ -248,9 +255,14 @@ def train_and_evaluate(config, workdir, *, overwrite=False):
         config: A `keras_circle.config.Config`.
         workdir: Folder of the run (created). Running again with the same
             workdir resumes from its last backup.
+        recipe: The `Recipe` of `config.task` (`keras_circle.tasks.recipe_for`).
         overwrite: Remove the workdir's earlier run (all but `export/`,
             whose published versions stay) and start over. Defaults to
             `False`.
+        allow_shape_change: Train and publish even if the model's input
+            shape or embedding size differs from the latest SavedModel
+            version in `workdir/export/saved_model` (otherwise refused
+            before training). Defaults to `False`.
 
     Returns:
         The report dict, also written to `workdir/report.json`.
@@ -266,26 +278,31 @@ def train_and_evaluate(config, workdir, *, overwrite=False):
     Example:
 
     >>> config = keras_circle.config.load_config("configs/small/person_reid.json")
-    >>> report = train_and_evaluate(config, "runs/reid")
+    >>> recipe = keras_circle.tasks.recipe_for(config)
+    >>> report = train_and_evaluate(config, "runs/reid", recipe)
     """
     start_time = time.time()
     workdir = pathlib.Path(workdir)
+    _check_recipe(config, recipe)
     if not overwrite:
         run_folder.check_same_run(config, workdir)
-    task = load_task_data(config)
+    task = recipe.load_data(config)
     steps_per_epoch, backup_every, total = schedule = _schedule(config, task)
+    report = None if overwrite else run_folder.finished_report(workdir, total)
+    if report is not None:
+        print(
+            f"{workdir} holds this run, finished ({total} steps): nothing to "
+            f"train. Results: {workdir / 'report.json'}, "
+            f"{workdir / 'model.keras'}; --overwrite trains it again."
+        )
+        return report
+    if config.eval.export_saved_model and not allow_shape_change:
+        # The export would refuse a shape change only after all the training.
+        run_folder.check_export_shapes(config, workdir)
     if overwrite:
         run_folder.clear(workdir)
         start = 0
     else:
-        report = run_folder.finished_report(workdir, total)
-        if report is not None:
-            print(
-                f"{workdir} holds this run, finished ({total} steps): nothing to "
-                f"train. Results: {workdir / 'report.json'}, "
-                f"{workdir / 'model.keras'}; --overwrite trains it again."
-            )
-            return report
         start = run_folder.resume_point(workdir, backup_every, total, steps_per_epoch)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(
@@ -303,7 +320,9 @@ def train_and_evaluate(config, workdir, *, overwrite=False):
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         else _fit
     )
-    model, embedder, steps = fit(config, workdir, task, strategy, schedule, start)
+    model, embedder, steps = fit(
+        config, workdir, recipe, task, strategy, schedule, start
+    )
     if steps != total:
         raise run_folder.RunFolderError(
             f"The run in {workdir} trained to step {steps} of {total}; nothing "
@@ -311,7 +330,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False):
         )
     train_seconds = time.time() - start_time
     model.save(workdir / "model.keras")
-    report = evaluation.evaluate_and_report(config, workdir, embedder, task)
+    report = evaluation.evaluate_and_report(config, workdir, embedder, task, recipe)
     report.update(
         steps=steps,
         expected_steps=total,
@@ -321,19 +340,26 @@ def train_and_evaluate(config, workdir, *, overwrite=False):
         seconds={"train": train_seconds, "total": time.time() - start_time},
     )
     report["artifacts"].update(
-        evaluation.export_embedder(config, workdir, embedder, task)
+        evaluation.export_embedder(
+            config, workdir, embedder, task, allow_shape_change=allow_shape_change
+        )
     )
     report["seconds"]["total"] = time.time() - start_time
     evaluation.write_report(workdir, report)
     return report
 
 
-def evaluate(config, workdir):
+def evaluate(config, workdir, recipe):
     """Evaluates the `model.keras` of a finished run again.
 
     The training run's `report.json` and plots stay as they are; this
     evaluation goes to `workdir/evaluation/report.json` and
     `workdir/evaluation/plots/`.
+
+    Args:
+        config: The run's `Config` (only `eval.*` and data folders may differ).
+        workdir: The run folder.
+        recipe: The `Recipe` of `config.task` (`keras_circle.tasks.recipe_for`).
 
     Raises:
         keras_circle.pipeline.run_folder.RunFolderError: no finished run in
@@ -342,6 +368,7 @@ def evaluate(config, workdir):
             loss) differs from the run's; both are named.
     """
     workdir = pathlib.Path(workdir)
+    _check_recipe(config, recipe)
     run_folder.check_evaluable(config, workdir)
     model = keras.saving.load_model(workdir / "model.keras")
     from keras_circle import export
@@ -349,7 +376,7 @@ def evaluate(config, workdir):
     embedder = export.get_embedder(model)
     out = workdir / "evaluation"
     report = evaluation.evaluate_and_report(
-        config, workdir, embedder, load_task_data(config), out_dir=out
+        config, workdir, embedder, recipe.load_data(config), recipe, out_dir=out
     )
     evaluation.write_report(out, report)
     return report

@@ -268,6 +268,49 @@ def clear(workdir):
             path.unlink(missing_ok=True)
 
 
+def check_export_shapes(config, workdir):
+    """Refuses a run whose export would change the served shapes, before training.
+
+    The export refuses to publish a model whose input shape or embedding
+    size differs from the latest version in `workdir/export/saved_model`
+    (clients and search indexes built for it would break); this check says
+    so before the training rather than after it.
+
+    Raises:
+        RunFolderError: naming both shapes, a new `--workdir` and
+            `--allow-shape-change`.
+    """
+    from keras_circle.export.fingerprint import served_shapes
+    from keras_circle.export.publish import latest_version
+
+    base_dir = pathlib.Path(workdir) / "export" / "saved_model"
+    latest = latest_version(base_dir)
+    if latest is None:
+        return
+    height, width = config.data.image_size
+    new = {
+        "input_shape": [None, height, width, config.data.channels],
+        "embedding_size": config.model.embedding_dim,
+    }
+    served = served_shapes(base_dir / str(latest))
+    if served == new:
+        return
+    what = (
+        "its shapes cannot be read"
+        if served is None
+        else f"it takes input {served['input_shape']} and gives embeddings of "
+        f"size {served['embedding_size']}"
+    )
+    raise RunFolderError(
+        f"The latest exported version {latest} in {base_dir}: {what}; this run "
+        f"would export input {new['input_shape']} and embeddings of size "
+        f"{new['embedding_size']}, which the export refuses after training. "
+        "Train in a new --workdir, or pass --allow-shape-change to publish it "
+        "as a new version anyway (clients and search indexes of the old one "
+        "would break)."
+    )
+
+
 def check_evaluable(config, workdir):
     """Refuses to evaluate a workdir without a finished run, or as another run.
 

@@ -1,18 +1,11 @@
-"""Typed run configurations: dataclasses loaded from JSON or TOML files.
+"""Loading a run config: typed building, range checks, files and overrides.
 
-A run is described by a `Config` (task, data, model, loss, training,
-evaluation, export). Files hold only the keys they change; every field has a
-default that means something. Unknown keys, values of the wrong type (2.5 for
-an int, 1 for a bool, NaN for a float) and values out of range (0 epochs, a
-negative size) are rejected with the dotted key named, both in files and in
+Files hold only the keys they change; every field has a default that means
+something (loss keys: the paper's values for the task). Unknown keys, values
+of the wrong type (2.5 for an int, 1 for a bool, NaN for a float), values
+outside a `Literal`'s choices and values out of range (0 epochs, a negative
+size) are rejected with the dotted key named, both in files and in
 `--set key=value` overrides, so a typo never silently trains with a default.
-
-Example:
-
->>> config = keras_circle.config.load_config(
-...     "configs/person_reid.json", overrides=["train.epochs=2"])
->>> config.loss.gamma
-128.0
 """
 
 import dataclasses
@@ -22,165 +15,13 @@ import pathlib
 import types
 import typing
 
-TASKS = ("face_recognition", "person_reid", "fine_grained_retrieval")
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the images come from and how batches are drawn.
-
-    Attributes:
-        source: `"fashion_mnist"` (the packaged subset, offline),
-            `"identity_folders"` (faces: `root/<identity>/<image>`),
-            `"market1501"`, `"msmt17"` (re-ID folders) or `"tfds"`
-            (fine-grained: `name` is `"cub"`, `"cars196"` or `"sop"`).
-        root: Data folder for the folder sources.
-        name: TFDS set name for `source="tfds"`.
-        tfds_data_dir: TFDS data folder (`None`: TFDS's default).
-        split: `"official"` (train and test splits share their classes) or
-            `"classes"` (train on the first half of the classes, test on the
-            unseen second half, the fine-grained protocol).
-        p: Classes per batch (P of P x K).
-        k: Images per class (K of P x K).
-        image_size: `[height, width]` fed to the model.
-        channels: Image channels fed to the model.
-        lfw_pairs: LFW `pairs.txt` for face verification (`None`: pairs
-            drawn from the test identities).
-        lfw_root: Folder of the LFW images.
-        max_train_images: Keep at most this many training images (0: all).
-        max_test_images: Keep at most this many test images (0: all).
-    """
-
-    source: str = "fashion_mnist"
-    root: str = ""
-    name: str = "cub"
-    tfds_data_dir: str | None = None
-    split: str = "official"
-    p: int = 16
-    k: int = 5
-    image_size: list[int] = dataclasses.field(default_factory=lambda: [224, 224])
-    channels: int = 3
-    lfw_pairs: str | None = None
-    lfw_root: str | None = None
-    max_train_images: int = 0
-    max_test_images: int = 0
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    """The embedder.
-
-    Attributes:
-        backbone: `"small_cnn"` (tests, demo) or a `keras.applications`
-            name: `"resnet50"`, `"resnet101"`, `"resnet152"`,
-            `"inception_v3"`, `"efficientnet_b0"`.
-        weights: Path of backbone weights (e.g. ImageNet weights downloaded
-            beforehand); `None` trains from scratch. Nothing is downloaded.
-        embedding_dim: Size of the embedding.
-        width: Base width of `small_cnn`.
-    """
-
-    backbone: str = "resnet50"
-    weights: str | None = None
-    embedding_dim: int = 512
-    width: int = 32
-
-
-@dataclasses.dataclass
-class LossConfig:
-    """The loss: Circle loss with the paper's settings, or a baseline.
-
-    Attributes:
-        name: `"circle"` (class-level or pair-wise per `labels`), `"am_softmax"`,
-            `"arcface"` (class level), `"triplet"` (pair wise, semi-hard),
-            `"keras_circle"` (`keras.losses.Circle`, pair wise).
-        labels: `"class"` (a `CosineProxies` head) or `"pair"` (P x K).
-        gamma: Scale factor.
-        margin: Relaxation margin.
-    """
-
-    name: str = "circle"
-    labels: str = "pair"
-    gamma: float = 80.0
-    margin: float = 0.4
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Optimisation and the run's machinery.
-
-    Attributes:
-        epochs: Passes of `steps_per_epoch` batches.
-        steps_per_epoch: Batches per epoch (0: training images // (P * K)).
-        backup_every: Steps between resumable backups; must divide
-            `steps_per_epoch` (0: once per epoch). A killed run restarts from
-            the last backup with the same total number of steps.
-        optimizer: `"sgd"` (momentum 0.9) or `"adam"`.
-        learning_rate: Peak learning rate.
-        lr_decay_at: Fractions of training where the rate is divided by 10.
-        weight_decay: Decoupled weight decay (0 for none).
-        seed: Seed of weights and sampling.
-        mixed_precision: `""`, `"mixed_float16"` or `"mixed_bfloat16"`.
-        xla: `jit_compile` (honoured on one replica; see DESIGN.md 5).
-        replicas: Use the first this many visible devices (0: all of them).
-        tensorboard: Write TensorBoard logs under `workdir/logs`.
-        verbose: Keras `fit` verbosity (1: progress bars).
-    """
-
-    epochs: int = 10
-    steps_per_epoch: int = 0
-    backup_every: int = 0
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
-    lr_decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75])
-    weight_decay: float = 0.0
-    seed: int = 0
-    mixed_precision: str = ""
-    xla: bool = False
-    replicas: int = 0
-    tensorboard: bool = True
-    verbose: int = 1
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    """Evaluation and the artifacts at the end.
-
-    Attributes:
-        ks: Ranks K of Recall@K (or CMC rank-k for re-ID).
-        batch_size: Inference batch size.
-        plots: Write PNG plots.
-        export_saved_model: Export a TF Serving SavedModel.
-        export_onnx: Export an ONNX file.
-    """
-
-    ks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
-    batch_size: int = 256
-    plots: bool = True
-    export_saved_model: bool = True
-    export_onnx: bool = True
-
-
-@dataclasses.dataclass
-class Config:
-    """A whole run: one task family on one data set.
-
-    Attributes:
-        task: `"face_recognition"`, `"person_reid"` or
-            `"fine_grained_retrieval"`; decides the evaluation protocol.
-        data, model, loss, train, eval: the sections above.
-    """
-
-    task: str = "fine_grained_retrieval"
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, or its value has the wrong type or range."""
+from keras_circle.config.schema import DEFAULT_TASK
+from keras_circle.config.schema import TASKS
+from keras_circle.config.schema import ClassLoss
+from keras_circle.config.schema import Config
+from keras_circle.config.schema import ConfigError
+from keras_circle.config.schema import PairLoss
+from keras_circle.config.schema import loss_defaults
 
 
 def _check_value(value, annotation, key):
@@ -190,6 +31,12 @@ def _check_value(value, annotation, key):
         if value is None and type(None) in options:
             return None
         annotation = next(a for a in options if a is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        # `type` too: True == 1, and 1.0 == 1.
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise ConfigError(f"`{key}` must be one of {list(choices)}; got {value!r}.")
+        return value
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):
@@ -288,7 +135,7 @@ def _check_ranges(config):
 
 
 def validate(config):
-    """Checks every value: closed sets of choices and numeric ranges.
+    """Checks what the types do not: loss pairings and numeric ranges.
 
     Args:
         config: A `Config`.
@@ -299,28 +146,13 @@ def validate(config):
     Raises:
         ConfigError: naming the first offending key.
     """
-    choices = {
-        "task": (config.task, TASKS),
-        "data.source": (
-            config.data.source,
-            ("fashion_mnist", "identity_folders", "market1501", "msmt17", "tfds"),
-        ),
-        "data.split": (config.data.split, ("official", "classes")),
-        "data.channels": (config.data.channels, (1, 3)),
-        "loss.name": (
-            config.loss.name,
-            ("circle", "am_softmax", "arcface", "triplet", "keras_circle"),
-        ),
-        "loss.labels": (config.loss.labels, ("class", "pair")),
-        "train.optimizer": (config.train.optimizer, ("sgd", "adam")),
-        "train.mixed_precision": (
-            config.train.mixed_precision,
-            ("", "mixed_float16", "mixed_bfloat16"),
-        ),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"`{key}` must be one of {list(allowed)}; got {value!r}.")
+    lc = config.loss
+    allowed = typing.get_args(ClassLoss if lc.labels == "class" else PairLoss)
+    if lc.name not in allowed:
+        raise ConfigError(
+            f"`loss.name={lc.name!r}` does not take `loss.labels={lc.labels!r}`; "
+            f"with {lc.labels!r} labels `loss.name` is one of {list(allowed)}."
+        )
     if len(config.data.image_size) != 2:
         raise ConfigError(
             f"`data.image_size` must be [height, width]; got {config.data.image_size}."
@@ -336,7 +168,18 @@ def validate(config):
 
 
 def from_dict(values):
-    """Builds and validates a `Config` from nested dicts (e.g. parsed JSON)."""
+    """Builds and validates a `Config` from nested dicts (e.g. parsed JSON).
+
+    Loss keys that `values` leaves out take the paper's settings for its
+    task (`keras_circle.PRESETS`).
+    """
+    if isinstance(values, dict) and isinstance(values.get("loss", {}), dict):
+        task = values.get("task", DEFAULT_TASK)
+        if task in TASKS:
+            values = {
+                **values,
+                "loss": {**loss_defaults(task), **values.get("loss", {})},
+            }
     return validate(_build(Config, values))
 
 

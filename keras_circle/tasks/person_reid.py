@@ -1,0 +1,91 @@
+"""Person re-identification (Market-1501, MSMT17): the recipe.
+
+Top to bottom: the data (the released folders: training identities,
+query and gallery with their cameras; or the packaged Fashion-MNIST subset
+with stand-in cameras, offline), the model and loss (the configured
+backbone's BN-neck embedding under a `CosineProxies` head, with the
+class-level Circle loss, gamma 128 and m 0.25 unless the config says
+otherwise: `keras_circle.PRESETS`), and the protocol (CMC rank-k and mAP of
+each query against the gallery, same-camera matches and junk removed).
+"""
+
+import functools
+
+import numpy as np
+
+from keras_circle import data
+from keras_circle import plots
+from keras_circle import retrieval
+from keras_circle.pipeline import datasets
+from keras_circle.pipeline import evaluation
+from keras_circle.pipeline import models
+from keras_circle.pipeline.recipe import Recipe
+from keras_circle.pipeline.recipe import TaskData
+
+TASK = "person_reid"
+
+
+def _fashion_mnist(config):
+    task_data = datasets.fashion_mnist(config)
+    images, ids, _ = task_data.eval_sets["test"]
+    # Stand-in cameras: even indices query, odd gallery, distinct cameras.
+    idx = np.arange(len(ids))
+    cams = 1 + idx % 2
+    query, gallery = idx % 2 == 0, idx % 2 == 1
+    task_data.eval_sets = {
+        "query": (images[query], ids[query], cams[query]),
+        "gallery": (images[gallery], ids[gallery], cams[gallery]),
+    }
+    return task_data
+
+
+def load_data(config):
+    """The re-ID folders of `data.root` (or Fashion-MNIST), as a `TaskData`."""
+    datasets.check_source(config, TASK, ("market1501", "msmt17", "fashion_mnist"))
+    dc = config.data
+    if dc.source == "fashion_mnist":
+        return _fashion_mnist(config)
+    if dc.source == "market1501":
+        split = data.load_market1501(dc.root)
+    else:
+        split = data.load_msmt17(dc.root)
+    train = split["train"]
+    size = tuple(dc.image_size)
+    # Flip, pad-and-crop and random erasing for training (Luo et al. 2019);
+    # at test time (and served) a plain resize, pixels in [-1, 1].
+    return TaskData(
+        source=data.FileSource(train.paths, train.ids),
+        num_classes=train.num_ids,
+        preprocess_train=functools.partial(
+            data.preprocess_reid, training=True, size=size, normalization="symmetric"
+        ),
+        preprocessing=data.reid_spec(size, "symmetric"),
+        eval_sets={
+            role: (split[role].paths, split[role].ids, split[role].cams)
+            for role in ("query", "gallery")
+        },
+    )
+
+
+def evaluate(config, embedder, task_data, plot_dir):
+    """CMC at ranks `eval.ks` and mAP of the queries against the gallery."""
+    q_images, q_ids, q_cams = task_data.eval_sets["query"]
+    g_images, g_ids, g_cams = task_data.eval_sets["gallery"]
+    q = evaluation.embed(embedder, q_images, task_data, config.eval.batch_size)
+    g = evaluation.embed(embedder, g_images, task_data, config.eval.batch_size)
+    metrics = retrieval.reid_metrics(
+        q, q_ids, q_cams, g, g_ids, g_cams, ranks=tuple(config.eval.ks)
+    )
+    if config.eval.plots:
+        plots.plot_similarity_histograms(
+            np.concatenate([q, g]),
+            np.concatenate([q_ids, g_ids]),
+            plot_dir / "similarities.png",
+            margin=config.loss.margin,
+        )
+    return metrics
+
+
+# Data, model (the BN-neck embedding under a `CosineProxies` head), loss
+# (class-level Circle loss unless `loss.name` says otherwise), protocol.
+RECIPE = Recipe(TASK, load_data, models.build_models, models.build_loss, evaluate)

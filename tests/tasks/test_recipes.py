@@ -1,0 +1,98 @@
+"""The task families' recipes: which one runs, the data each loads, the loss."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_circle import config as config_lib
+from keras_circle import data
+from keras_circle import tasks
+from keras_circle.pipeline import models
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+@pytest.mark.parametrize("task", config_lib.TASKS)
+def test_recipe_for_names_the_recipe_of_the_task(task):
+    recipe = tasks.recipe_for(config_lib.from_dict({"task": task}))
+    assert recipe.task == task
+    assert recipe is getattr(tasks, task).RECIPE
+
+
+@pytest.mark.parametrize(
+    "task, source",
+    [
+        ("face_recognition", "market1501"),
+        ("person_reid", "tfds"),
+        ("fine_grained_retrieval", "identity_folders"),
+    ],
+)
+def test_data_set_of_another_family_is_rejected(task, source):
+    config = config_lib.from_dict({"task": task, "data": {"source": source}})
+    with pytest.raises(config_lib.ConfigError, match=f"`data.source` '{source}'"):
+        tasks.recipe_for(config).load_data(config)
+
+
+def test_fashion_mnist_test_time_path_scales_resizes_and_repeats_grey():
+    config = config_lib.from_dict(
+        {"data": {"image_size": [32, 32], "channels": 3, "max_test_images": 4}}
+    )
+    task_data = tasks.fine_grained_retrieval.load_data(config)
+    images, _, _ = task_data.eval_sets["test"]
+    assert task_data.preprocessing == data.make_spec([32, 32], channels=3)
+    image, _ = task_data.preprocess_test(images[0], 0)
+    expected = tf.image.resize(images[0][..., None] / 255.0, (32, 32))
+    np.testing.assert_allclose(image, tf.repeat(expected, 3, axis=-1), atol=1e-6)
+
+
+def test_reid_on_fashion_mnist_has_query_and_gallery_on_other_cameras():
+    config = config_lib.from_dict(
+        {
+            "task": "person_reid",
+            "data": {"channels": 1, "max_test_images": 10},
+        }
+    )
+    sets = tasks.person_reid.load_data(config).eval_sets
+    assert set(sets) == {"query", "gallery"}
+    assert len(sets["query"][0]) == len(sets["gallery"][0]) == 5
+    assert set(sets["query"][2]) == {1} and set(sets["gallery"][2]) == {2}
+
+
+@pytest.mark.parametrize(
+    "name, labels, cls",
+    [
+        ("circle", "class", "ClassCircleLoss"),
+        ("am_softmax", "class", "AMSoftmaxLoss"),
+        ("arcface", "class", "ArcFaceLoss"),
+        ("circle", "pair", "CircleLoss"),
+        ("triplet", "pair", "TripletLoss"),
+        ("keras_circle", "pair", "Circle"),
+    ],
+)
+def test_build_loss_gives_the_named_loss(name, labels, cls):
+    config = config_lib.from_dict({"loss": {"name": name, "labels": labels}})
+    assert type(models.build_loss(config)).__name__ == cls
+
+
+@pytest.mark.parametrize(
+    "schedule, cls", [("cosine", "CosineDecay"), ("step", "PiecewiseConstantDecay")]
+)
+def test_lr_schedule_is_the_one_named(schedule, cls):
+    train = {"optimizer": "adam", "learning_rate": 0.002, "lr_schedule": schedule}
+    config = config_lib.from_dict({"train": train})
+    rate = models.build_optimizer(config, 100).get_config()["learning_rate"]
+    assert rate["class_name"] == cls
+    if schedule == "cosine":
+        assert rate["config"]["decay_steps"] == 100
+        assert rate["config"]["initial_learning_rate"] == 0.002
+
+
+def test_example_entry_point_runs_its_own_recipe(tmp_path):
+    """`examples/person_reid/train.py CONFIG`: a face config is refused early."""
+    config = str(ROOT / "configs/small/face_recognition.json")
+    argv = [config, "--workdir", str(tmp_path / "run")]
+    with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
+        tasks.example_main(tasks.person_reid.RECIPE, argv)
+    assert not (tmp_path / "run").exists()
