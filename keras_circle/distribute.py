@@ -119,16 +119,18 @@ def gather_references(labels, embeddings):
         `(global_batch_size,)` and embeddings `(global_batch_size, dim)` of the
         global batch in replica order, and the column of each local anchor among
         them, `(local_batch_size,)` int32. Outside a multi-replica context: the
-        local tensors and `arange(local_batch_size)`.
+        local tensors and `arange(local_batch_size)`, on every backend.
     """
+    ctx = replica_context()
+    if ctx is None:
+        labels = keras.ops.convert_to_tensor(labels)
+        local = keras.ops.arange(keras.ops.shape(labels)[0], dtype="int32")
+        return labels, keras.ops.convert_to_tensor(embeddings), local
     import tensorflow as tf
 
     labels = tf.convert_to_tensor(labels)
     embeddings = tf.convert_to_tensor(embeddings)
     local_size = tf.shape(labels)[0]
-    ctx = replica_context()
-    if ctx is None:
-        return labels, embeddings, tf.range(local_size, dtype=tf.int32)
     sizes = ctx.all_gather(_placed(ctx, tf.reshape(local_size, (1,))), axis=0)
     replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
     before = tf.range(ctx.num_replicas_in_sync, dtype=tf.int32) < replica

@@ -193,14 +193,11 @@ class XBMCircleLoss(CircleLoss):
         self._check_memory(embeddings)
         labels = ops.cast(labels, _label_dtype())
         distributed = distribute.in_replica_context()
-        if distributed:
-            # This replica's anchors against the global batch.
-            batch_labels, batch_embeddings, self_index = distribute.gather_references(
-                labels, embeddings
-            )
-        else:
-            batch_labels, batch_embeddings = labels, embeddings
-            self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+        # This replica's anchors against the global batch (the batch itself
+        # outside a multi-replica context), as `CircleLoss` does.
+        batch_labels, batch_embeddings, self_index = distribute.gather_references(
+            labels, embeddings
+        )
         factor = _checks.combine(
             factor, self._check_batch_fits(batch_labels, distributed)
         )

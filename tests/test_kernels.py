@@ -59,7 +59,14 @@ def check(rng, logits, n_refs=None, self_index=None, block_size=None):
                     block_size=block_size,
                 )
             elif r:
-                losses, _ = loss(labels, e, fn, ref_labels, r[0], self_index)
+                losses, _ = loss(
+                    labels,
+                    e,
+                    fn,
+                    ref_labels=ref_labels,
+                    ref_embeddings=r[0],
+                    self_index=self_index,
+                )
             else:
                 losses, _ = loss(labels, e, fn)
             return keras.ops.sum(losses * upstream)

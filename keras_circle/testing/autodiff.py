@@ -11,20 +11,21 @@ from keras import ops
 from keras_circle import kernels
 from keras_circle import similarity
 
+_REFERENCES = ("ref_labels", "ref_embeddings", "self_index", "ref_valid")
 
-def pair_softplus_autodiff(
-    labels,
-    embeddings,
-    logits,
-    ref_labels=None,
-    ref_embeddings=None,
-    self_index=None,
-    ref_valid=None,
-):
+
+def pair_softplus_autodiff(labels, embeddings, logits, **references):
     """`keras_circle.losses.pairwise.pair_softplus_loss`, gradient by autodiff.
 
-    Same arguments and result.
+    The same arguments (`ref_labels`, `ref_embeddings`, `self_index`,
+    `ref_valid` by keyword) and the same result.
     """
+    unknown = sorted(set(references) - set(_REFERENCES))
+    if unknown:
+        raise TypeError(f"Unknown arguments {unknown}; expected {_REFERENCES}.")
+    ref_labels, ref_embeddings, self_index, ref_valid = (
+        references.get(name) for name in _REFERENCES
+    )
     labels = ops.convert_to_tensor(labels)
     embeddings = similarity.l2_normalize(ops.cast(embeddings, "float32"))
     if ref_embeddings is None:
