@@ -1,6 +1,6 @@
 """Worst relative differences of the losses to the float64 pair-loop reference.
 
-Runs the reference of `tests/losses/reference.py` (written from the paper,
+Runs the reference of `keras_circle.testing.reference` (written from the paper,
 independent of the package) on random batches at the paper's settings and
 prints, for values and gradients, the largest relative difference seen.
 
@@ -19,8 +19,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_circle  # noqa: E402
-from tests.losses import reference  # noqa: E402
-from tests.losses.backend import value_and_grad  # noqa: E402
+from keras_circle.testing import reference  # noqa: E402
+from keras_circle.testing.backend import value_and_grad  # noqa: E402
 
 SETTINGS = [(80.0, 0.4), (128.0, 0.25), (256.0, 0.25)]
 

@@ -1,11 +1,20 @@
 """Forward+backward time and peak memory of keras_circle losses against the
 bare similarity product (the floor) and against peers, in one run.
 
-Each case runs in its own subprocess, so its peak RSS (`ru_maxrss`) is its
-own. Every process uses the same number of threads (`--threads`, default 2).
-Times are medians of `--repeats` forward+backward steps after a warm-up,
-with XLA on and off for every TensorFlow case; PyTorch cases
-(pytorch-metric-learning's `CircleLoss`) run when torch is importable.
+Times: the sides of a table (floor `sum(E E^T)`, `CircleLoss`,
+`keras.losses.Circle` fed L2-normalised embeddings as its documentation asks;
+or the class-level floor and losses) run in ONE process, each with XLA on and
+off, every step returning the value and the gradient (with the gradient alone
+TensorFlow prunes the floor's forward matmul). Each of `--rounds` rounds runs
+every variant once, in a fresh random order; a side's time is the median of
+its better XLA setting. Ratios taken this way share the machine's load.
+Peak memory (`ru_maxrss`) needs a process per case, as before. Every process
+uses `--threads` threads (default 2). pytorch-metric-learning's `CircleLoss`
+runs in its own process when torch is importable.
+
+`--before PATH` also times the `keras_circle` found under PATH (for instance
+`git archive COMMIT keras_circle | tar -x -C PATH`) as the side
+`ours_before`, in the same process as the working tree's.
 
 Usage:
 
@@ -13,13 +22,16 @@ Usage:
 python benchmarks/bench_losses.py                   # the README figures
 python benchmarks/bench_losses.py --plot ratios.png  # and a bar chart of them
 python benchmarks/bench_losses.py --quick           # smoke run, small sizes
+python benchmarks/bench_losses.py --batches 1024 4096 --before /tmp/before --skip-memory
 ```
 """
 
 import argparse
+import importlib
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -41,6 +53,32 @@ def _limit_threads(threads):
 def _labels(rng, batch, per_class=8):
     # P x K batches as the samplers make them: `per_class` samples per class.
     return rng.permutation(batch) // per_class
+
+
+def _import_keras_circle(path):
+    """The `keras_circle` package under `path`, imported beside the one in use.
+
+    Its modules are kept out of `sys.modules` afterwards, so `import
+    keras_circle` keeps meaning the working tree's.
+    """
+
+    def ours():
+        return {
+            k: sys.modules.pop(k)
+            for k in list(sys.modules)
+            if k == "keras_circle" or k.startswith("keras_circle.")
+        }
+
+    saved = ours()
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        module = importlib.import_module("keras_circle")
+        importlib.import_module("keras_circle.losses")
+    finally:
+        sys.path.remove(os.path.abspath(path))
+        ours()
+        sys.modules.update(saved)
+    return module
 
 
 def _time(step, repeats, warmup=2):
@@ -74,54 +112,58 @@ def _torch_case(args):
     return _time(step, args.repeats)
 
 
-def _tf_case(args):
-    import numpy as np
+def _tf_setup(args):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    import keras
-
     sys.path.insert(0, ROOT)
-    import keras_circle
+
+
+def _tf_step(args, case, xla, keras_circle):
+    """A compiled step returning the loss and its gradient, as numpy."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
 
     rng = np.random.default_rng(0)
     e = tf.Variable(rng.normal(size=(args.batch, args.dim)).astype("float32"))
     labels = tf.constant(_labels(rng, args.batch))
     variables = [e]
-    if args.case == "floor":
+    if case == "floor":
 
         def loss_fn():
             return tf.reduce_sum(tf.matmul(e, e, transpose_b=True))
 
-    elif args.case == "ours":
+    elif case in ("ours", "ours_before"):
         circle = keras_circle.CircleLoss(gamma=80.0, margin=0.4)
 
         def loss_fn():
             return circle(labels, e)
 
-    elif args.case == "keras":
+    elif case == "keras":
         circle = keras.losses.Circle(gamma=80.0, margin=0.4)
 
         def loss_fn():
-            return circle(labels, e)
+            # Its documentation asks for L2-normalised embeddings.
+            return circle(labels, tf.math.l2_normalize(e, axis=1))
 
     else:
         labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
         proxies = keras_circle.CosineProxies(
             args.classes,
-            sample_fraction=args.fraction if args.case == "class_sampled" else None,
+            sample_fraction=args.fraction if case == "class_sampled" else None,
         )
         proxies.build((None, args.dim))
         w = proxies.proxies
         variables = [e, w]
-        loss = keras_circle.ClassCircleLoss(sampled=args.case == "class_sampled")
-        if args.case == "class_floor":
+        loss = keras_circle.ClassCircleLoss(sampled=case == "class_sampled")
+        if case == "class_floor":
 
             def loss_fn():
                 return tf.reduce_sum(tf.matmul(e, w, transpose_b=True))
 
-        elif args.case == "class_ours":
+        elif case == "class_ours":
 
             def loss_fn():
                 return loss(labels, proxies(e))
@@ -131,20 +173,80 @@ def _tf_case(args):
             def loss_fn():
                 return loss(labels, proxies(e, labels=labels, training=True))
 
-    @tf.function(jit_compile=bool(args.xla))
+    @tf.function(jit_compile=bool(xla))
     def step():
         with tf.GradientTape() as tape:
             value = loss_fn()
         return value, tape.gradient(value, variables)
 
-    return _time(lambda: tf.nest.map_structure(np.asarray, step()), args.repeats)
+    return lambda: tf.nest.map_structure(np.asarray, step())
+
+
+def _tf_case(args):
+    _tf_setup(args)
+    import keras_circle
+
+    return _time(_tf_step(args, args.case, args.xla, keras_circle), args.repeats)
+
+
+def _interleaved(args):
+    """`{"case/xla": median seconds}` of every variant, timed in this process."""
+    _tf_setup(args)
+    import keras_circle
+
+    packages = {"ours": keras_circle}
+    if args.before:
+        packages["ours_before"] = _import_keras_circle(args.before)
+    steps = {}
+    for case in args.sides.split(","):
+        for xla in (0, 1):
+            package = packages.get(case, keras_circle)
+            steps[f"{case}/{xla}"] = _tf_step(args, case, xla, package)
+    for step in steps.values():  # compile and warm up
+        step()
+        step()
+    times = {name: [] for name in steps}
+    order = list(steps)
+    shuffle = random.Random(0).shuffle
+    for _ in range(args.rounds):
+        shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _child(args):
     _limit_threads(args.threads)
+    if args.sides:
+        print(json.dumps(_interleaved(args)))
+        return
     seconds = _torch_case(args) if args.case == "pml" else _tf_case(args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
+
+
+def _run_interleaved(sides, batch, args, classes=0):
+    """`{(case, xla): {"seconds": median}}` from one process timing `sides`."""
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--sides", ",".join(sides), "--batch", str(batch), "--dim", str(args.dim),
+        "--classes", str(classes), "--fraction", str(args.fraction),
+        "--threads", str(args.threads), "--rounds", str(args.rounds),
+    ]  # fmt: skip
+    if args.before:
+        command += ["--before", args.before]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        error = {"error": result.stderr.strip().splitlines()[-1:]}
+        return {(c, x): error for c in sides for x in (0, 1)}
+    medians = json.loads(result.stdout.strip().splitlines()[-1])
+    return {
+        (name.split("/")[0], int(name.split("/")[1])): {"seconds": seconds}
+        for name, seconds in medians.items()
+    }
 
 
 def _run(case, batch, args, xla=0, classes=0, repeats=None):
@@ -263,44 +365,60 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--sides", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=100_000)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="steps per pml case")
+    parser.add_argument("--before", help="also time the keras_circle under PATH")
+    parser.add_argument("--skip-memory", action="store_true", help="times only")
+    parser.add_argument("--skip-class", action="store_true", help="pair-wise only")
     parser.add_argument("--plot", help="also write the ratios as a bar chart (PNG)")
     args = parser.parse_args()
-    if args.case:
+    if args.case or args.sides:
         return _child(args)
     torch = _has_torch()
-    batches, memory_batch, classes = (1024, 4096), 8192, args.classes
+    batches, memory_batch, classes = args.batches, 8192, args.classes
     if args.quick:
-        batches, memory_batch, classes, args.repeats = (256,), 512, 5000, 2
+        batches, memory_batch, classes = (256,), 512, 5000
+        args.repeats, args.rounds = 2, 3
     print(f"Machine: {_machine()}; {args.threads} threads per process.")
-    print(f"Embedding dim {args.dim}; medians of {args.repeats} fwd+bwd steps.")
-    cases = [(c, x) for c in PAIR_CASES for x in (0, 1)]
-    if torch:
-        cases.append(("pml", None))
+    print(
+        f"Embedding dim {args.dim}; times: medians of {args.rounds} interleaved "
+        "rounds in one process, value and gradient per step."
+    )
+    sides = list(PAIR_CASES) + (["ours_before"] if args.before else [])
     panels = []
     for batch in batches:
-        results = {(c, x): _run(c, batch, args, x or 0) for c, x in cases}
+        results = _run_interleaved(sides, batch, args)
+        if torch:
+            results[("pml", None)] = _run("pml", batch, args)
         _table(f"Pair-wise, B={batch}", results, "floor", "keras")
         panels.append(
             (f"pair-wise time, B={batch}", _ratios(results, "floor", "seconds"))
         )
-    results = {(c, x): _run(c, memory_batch, args, x or 0, repeats=1) for c, x in cases}
-    _table(f"Peak memory, B={memory_batch}", results, "floor", "keras", "peak_bytes")
-    ratios = _ratios(results, "floor", "peak_bytes")
-    panels.append((f"pair-wise peak RSS, B={memory_batch}", ratios))
-    cases = [(c, x) for c in CLASS_CASES for x in (0, 1)]
-    results = {(c, x): _run(c, 512, args, x, classes) for c, x in cases}
-    title = f"Class-level, B=512, C={classes}, sampled fraction {args.fraction}"
-    _table(title, results, "class_floor")
-    _table(title + " (memory)", results, "class_floor", key="peak_bytes")
-    ratios = _ratios(results, "class_floor", "seconds")
-    panels.append((f"class-level time, C={classes}", ratios))
+    if not args.skip_memory:
+        cases = [(c, x) for c in PAIR_CASES for x in (0, 1)]
+        results = {(c, x): _run(c, memory_batch, args, x, repeats=1) for c, x in cases}
+        title = f"Peak memory, B={memory_batch}"
+        _table(title, results, "floor", "keras", "peak_bytes")
+        ratios = _ratios(results, "floor", "peak_bytes")
+        panels.append((f"pair-wise peak RSS, B={memory_batch}", ratios))
+    if not args.skip_class:
+        results = _run_interleaved(CLASS_CASES, 512, args, classes)
+        title = f"Class-level, B=512, C={classes}, sampled fraction {args.fraction}"
+        _table(title, results, "class_floor")
+        if not args.skip_memory:
+            cases = [(c, x) for c in CLASS_CASES for x in (0, 1)]
+            memory = {(c, x): _run(c, 512, args, x, classes, 1) for c, x in cases}
+            _table(title + " (memory)", memory, "class_floor", key="peak_bytes")
+        ratios = _ratios(results, "class_floor", "seconds")
+        panels.append((f"class-level time, C={classes}", ratios))
     if args.plot:
         _plot(panels, args.plot)
 

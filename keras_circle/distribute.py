@@ -1,4 +1,4 @@
-"""TensorFlow-only: gathering the global batch across `tf.distribute` replicas.
+"""Gathering the global batch across `tf.distribute` replicas (TensorFlow).
 
 Under a `tf.distribute` strategy each replica sees only its slice of the global
 batch. A pair-wise loss computed on that slice alone is a different loss (fewer
@@ -18,9 +18,23 @@ embeddings and labels of the whole global batch as references:
 
 Outside a replica context (Keras traces the loss once in the cross-replica
 context while building) and under the default strategy everything is local.
+On other Keras backends `in_replica_context()` is False and `num_replicas()`
+is 1, without importing TensorFlow, so that the losses ask here on every
+backend; the other helpers need TensorFlow.
 """
 
-import tensorflow as tf
+import keras
+
+
+def _tensorflow():
+    """`tensorflow` when Keras runs on it (the only backend with replicas here),
+    else `None`, without importing it."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow
+
+    return tensorflow
+
 
 _MIRRORED = {}
 
@@ -43,6 +57,8 @@ def mirrored_strategy(replicas=0):
         A `tf.distribute.MirroredStrategy`, the same object for the same
         devices.
     """
+    import tensorflow as tf
+
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices(
         "CPU"
     )
@@ -57,10 +73,13 @@ def mirrored_strategy(replicas=0):
 def replica_context():
     """The enclosing `tf.distribute.ReplicaContext` with 2+ replicas, or `None`.
 
-    `None` under the default strategy, with one replica, and in the
-    cross-replica context (where `tf.distribute.get_replica_context()` itself
+    `None` under the default strategy, with one replica, on other Keras
+    backends, and in the cross-replica context (where `tf.distribute.get_replica_context()` itself
     returns `None`).
     """
+    tf = _tensorflow()
+    if tf is None:
+        return None
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync <= 1:
         return None
@@ -79,6 +98,8 @@ def _placed(ctx, value):
     tensors that carry a device string ("destinations can not be empty");
     under `MirroredStrategy` they already carry one.
     """
+    import tensorflow as tf
+
     devices = ctx.strategy.extended.worker_devices
     if getattr(value, "device", "") or len(devices) != 1:
         return value
@@ -98,14 +119,18 @@ def gather_references(labels, embeddings):
         `(global_batch_size,)` and embeddings `(global_batch_size, dim)` of the
         global batch in replica order, and the column of each local anchor among
         them, `(local_batch_size,)` int32. Outside a multi-replica context: the
-        local tensors and `arange(local_batch_size)`.
+        local tensors and `arange(local_batch_size)`, on every backend.
     """
+    ctx = replica_context()
+    if ctx is None:
+        labels = keras.ops.convert_to_tensor(labels)
+        local = keras.ops.arange(keras.ops.shape(labels)[0], dtype="int32")
+        return labels, keras.ops.convert_to_tensor(embeddings), local
+    import tensorflow as tf
+
     labels = tf.convert_to_tensor(labels)
     embeddings = tf.convert_to_tensor(embeddings)
     local_size = tf.shape(labels)[0]
-    ctx = replica_context()
-    if ctx is None:
-        return labels, embeddings, tf.range(local_size, dtype=tf.int32)
     sizes = ctx.all_gather(_placed(ctx, tf.reshape(local_size, (1,))), axis=0)
     replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
     before = tf.range(ctx.num_replicas_in_sync, dtype=tf.int32) < replica
@@ -122,6 +147,8 @@ def global_sum(value):
     Used for the divisors of the mean reductions (valid-anchor counts, sums of
     sample weights), which are constants for back-propagation.
     """
+    import tensorflow as tf
+
     value = tf.stop_gradient(tf.convert_to_tensor(value))
     ctx = replica_context()
     if ctx is None:
@@ -130,5 +157,7 @@ def global_sum(value):
 
 
 def num_replicas():
-    """Replicas in sync of the enclosing strategy (1 without one)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
+    """Replicas in sync of the enclosing strategy (1 without one, and off
+    TensorFlow)."""
+    tf = _tensorflow()
+    return 1 if tf is None else tf.distribute.get_strategy().num_replicas_in_sync

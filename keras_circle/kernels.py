@@ -3,84 +3,73 @@
 Autodiff of `softplus(LSE_p + LSE_n)` over a similarity matrix keeps every
 elementwise intermediate of the forward pass alive for the backward pass (the
 logits, both masked exponentials, the alpha weights: several `(batch, batch)`
-float tensors) and spends two matmuls in the backward pass. Here a custom
-gradient writes the derivatives `dL_i/ds_ij` directly.
+float tensors) and spends two matmuls in the backward pass. Here the gradient
+is written by hand, in the shape of a custom VJP: each case has a `forward`
+that returns the per-anchor losses and its residuals, and a `backward` that
+takes the residuals and the upstream gradient.
 
 - Anchors compared with themselves (`CircleLoss`): `S = E E^T` and the pair
-  masks are symmetric, so `keras_circle._panels` computes only the upper
+  masks are symmetric, so `keras_circle.panels` computes only the upper
   triangle of `S` (half a matmul forward), keeps only it, and the backward pass
   is one matmul's worth, `dE = (G + G^T) E`, with `G + G^T` formed panel by
   panel from the stored similarities.
 - Anchors against other references (a memory bank, the global batch of the
-  other replicas): row blocks of anchors; the forward pass keeps
-  `H = dL/ds` per block for `dA = G R` and `dR = G^T A`.
+  other replicas): row blocks of anchors (`block_forward`); the forward pass
+  keeps `H = dL/ds` per block for `dA = G R` and `dR = G^T A`.
+
+The logits are a `PairLogits`: their values and their slopes in `s`. For
+timings see the Performance section of the README (`benchmarks/bench_losses.py`).
 """
+
+from typing import NamedTuple
 
 from keras import ops
 
-from keras_circle import _panels
+from keras_circle import panels
 from keras_circle import similarity
 
-# Rows per block (or panel). 512 rows of 8192 float32 references are 16 MB
-# per temporary: small next to what is stored, large enough that the per-block
-# matmul stays efficient on CPU. Panels of 128, 256 and 512 rows at B=8192
-# (2 cores, no XLA): 2.2, 1.6 and 1.7 s forward+backward, 1.75, 1.39 and
-# 1.29 GB peak RSS.
+# Rows per block (or panel): large enough that the per-block matmul stays
+# efficient on CPU, small enough that a block's temporaries (16 MB each for
+# 512 rows of 8192 float32 references) stay small next to what is stored.
 DEFAULT_BLOCK_SIZE = 512
 
 
-class PairLogitValues(tuple):
-    """`(logit_p, logit_n)` that also knows their derivatives in `s`.
+class PairLogits:
+    """The logits of a pair-wise loss as functions of the similarities `s`.
 
-    A logits function (such as `keras_circle.losses.circle_pair_logits`)
-    returns this in place of a bare pair of tensors so that the fused kernel
-    can build the gradient without autodiff. `slopes()` returns
-    `(dlogit_p/ds, dlogit_n/ds)` elementwise, with whatever the logits treat
-    as constants (the stop-gradient alpha weights of Eq. 9/10) held constant.
-    Unpacking it as a 2-tuple works as before.
+    `values(s)` returns `(logit_p, logit_n)`, the logit each entry would have
+    as a positive and as a negative; `slopes(s)` their elementwise derivatives
+    in `s`, with whatever the logits treat as constants (the stop-gradient
+    alpha weights of Eq. 9/10) held constant. The fused kernel needs both;
+    `values_and_slopes(s)` gives them together (a subclass overrides it to
+    share work between the two).
     """
 
-    def __new__(cls, logit_p, logit_n, slopes):
-        values = super().__new__(cls, (logit_p, logit_n))
-        values._slopes = slopes
-        return values
+    def values(self, s):
+        raise NotImplementedError
 
-    def slopes(self):
-        return self._slopes()
+    def slopes(self, s):
+        raise NotImplementedError
+
+    def values_and_slopes(self, s):
+        return self.values(s), self.slopes(s)
 
 
-def _masked_softmax(logits, mask):
-    """Log-sum-exp over `mask` per row, its softmax weights, and non-emptiness.
+def block_forward(anchors, refs, labels, ref_labels, self_index, logits, ref_valid):
+    """Losses, validity and `H = dL/ds` of one block of anchor rows.
 
-    Each row is shifted by the maximum of its own masked entries (a shared
-    maximum underflows at gamma=256, see `similarity.masked_logsumexp`).
+    Differentiable as written (autodiff of its losses is the plain
+    formulation); `H` is what the hand-written backward uses instead.
     """
-    neg_inf = ops.cast(float("-inf"), logits.dtype)
-    masked = ops.where(mask, logits, neg_inf)
-    row_max = ops.max(masked, axis=-1, keepdims=True)
-    row_max = ops.where(ops.isfinite(row_max), row_max, ops.zeros_like(row_max))
-    exps = ops.exp(masked - row_max)
-    total = ops.sum(exps, axis=-1, keepdims=True)
-    nonempty = ops.squeeze(total > 0, -1)
-    total = ops.where(total > 0, total, ops.ones_like(total))
-    lse = ops.squeeze(row_max + ops.log(total), -1)
-    return lse, exps / total, nonempty
-
-
-def _block_forward(anchors, refs, labels, ref_labels, row_index, logits_fn, ref_valid):
-    """Losses, validity and `H = dL/ds` for one block of anchor rows."""
     s = ops.matmul(anchors, ops.transpose(refs))
-    positive, negative = similarity.pair_masks(labels, ref_labels, row_index, ref_valid)
-    values = logits_fn(s)
-    logit_p, logit_n = values
-    slope_p, slope_n = values.slopes()
-    lse_p, weight_p, has_p = _masked_softmax(logit_p, positive)
-    lse_n, weight_n, has_n = _masked_softmax(logit_n, negative)
+    positive, negative = similarity.pair_masks(
+        labels, ref_labels, self_index, ref_valid
+    )
+    (logit_p, logit_n), (slope_p, slope_n) = logits.values_and_slopes(s)
+    lse_p, weight_p, has_p = similarity.masked_softmax(logit_p, positive)
+    lse_n, weight_n, has_n = similarity.masked_softmax(logit_n, negative)
     valid = ops.logical_and(has_p, has_n)
-    inner = ops.where(valid, lse_p + lse_n, ops.zeros_like(lse_p))
-    losses = ops.where(valid, ops.softplus(inner), ops.zeros_like(inner))
-    # Z = 1 - exp(-L) = sigmoid(LSE_p + LSE_n) (Eq. 9/10), 0 for invalid rows.
-    z = ops.where(valid, ops.sigmoid(inner), ops.zeros_like(inner))
+    losses, z = similarity.pair_softplus(lse_p, lse_n, valid)
     h = ops.expand_dims(z, 1) * (weight_p * slope_p + weight_n * slope_n)
     return losses, valid, h
 
@@ -92,10 +81,19 @@ def _blocks(n, block_size):
     return [(i, min(i + block_size, n)) for i in range(0, n, block_size)]
 
 
-def _forward(
-    anchors, refs, labels, ref_labels, self_index, logits_fn, block_size, ref_valid=None
+class BlockResiduals(NamedTuple):
+    """What the backward pass of the general case needs from its forward."""
+
+    anchors: object
+    refs: object
+    hs: list  # `H` per row block, kept apart (see `general_forward`)
+    block_size: object
+
+
+def general_forward(
+    anchors, refs, labels, ref_labels, self_index, logits, block_size, ref_valid=None
 ):
-    """Per-block `(losses, valid, H)`, the blocks of `H` kept apart.
+    """Per-anchor `(losses, valid)` against `refs`, and the `BlockResiduals`.
 
     `H` stays a list of row blocks: concatenating them would hold two copies
     of a `(batch, num_refs)` matrix at once.
@@ -103,25 +101,27 @@ def _forward(
     losses, valid, hs = [], [], []
     for start, stop in _blocks(anchors.shape[0], block_size):
         rows = slice(start, stop)
-        loss, ok, h = _block_forward(
+        loss, ok, h = block_forward(
             anchors[rows],
             refs,
             labels[rows],
             ref_labels,
             None if self_index is None else self_index[rows],
-            logits_fn,
+            logits,
             ref_valid,
         )
         losses.append(loss)
         valid.append(ok)
         hs.append(h)
+    residuals = BlockResiduals(anchors, refs, hs, block_size)
     if len(hs) == 1:
-        return losses[0], valid[0], hs
-    return ops.concatenate(losses, axis=0), ops.concatenate(valid, axis=0), hs
+        return losses[0], valid[0], residuals
+    return ops.concatenate(losses, 0), ops.concatenate(valid, 0), residuals
 
 
-def _general_backward(hs, g, a, r, block_size):
+def general_backward(residuals, g):
     """`S = A R^T`: `dA = G R` per row block, `dR = sum_b G_b^T A_b`."""
+    a, r, hs, block_size = residuals
     d_a, d_r = [], None
     for (start, stop), h in zip(_blocks(a.shape[0], block_size), hs, strict=True):
         gh = h * ops.expand_dims(g if start is None else g[start:stop], 1)
@@ -141,7 +141,7 @@ def _pack(losses, valid):
 def fused_pair_softplus(
     labels,
     anchors,
-    logits_fn,
+    logits,
     ref_labels=None,
     refs=None,
     self_index=None,
@@ -153,7 +153,7 @@ def fused_pair_softplus(
     Args:
         labels: Integer labels of the anchors, `(batch_size,)`.
         anchors: L2-normalised float32 anchors, `(batch_size, dim)`.
-        logits_fn: Maps similarities to a `PairLogitValues`.
+        logits: A `PairLogits`.
         ref_labels, refs: Labels and L2-normalised embeddings of the
             references. `None` means the anchors themselves (symmetric case:
             one backward matmul). Defaults to `None`.
@@ -169,20 +169,19 @@ def fused_pair_softplus(
         Labels get no gradient.
     """
     labels = ops.convert_to_tensor(labels)
+    # The forward passes run on stop-gradient views: an eager GradientTape
+    # would otherwise record every elementwise op of them and keep all their
+    # (batch, batch) inputs alive for a backward pass that is replaced here.
     if refs is None:
-        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
 
         @ops.custom_gradient
         def symmetric(e):
-            # The forward pass runs on a stop-gradient view: an eager
-            # GradientTape would otherwise record every elementwise op of it
-            # and keep all their (batch, batch) inputs alive for a backward
-            # pass that the custom gradient replaces.
-            panels = _panels.Panels(ops.stop_gradient(e), labels, logits_fn, block_size)
-            losses, valid = panels.forward()
+            losses, valid, residuals = panels.forward(
+                ops.stop_gradient(e), labels, logits, block_size
+            )
 
             def grad(upstream):
-                return panels.backward(upstream[:, 0])
+                return panels.backward(residuals, logits, upstream[:, 0])
 
             return _pack(losses, valid), grad
 
@@ -194,13 +193,19 @@ def fused_pair_softplus(
 
         @ops.custom_gradient
         def general(a, r):
-            a, r = ops.stop_gradient(a), ops.stop_gradient(r)  # as above
-            losses, valid, h = _forward(
-                a, r, labels, ref_labels, self_index, logits_fn, block_size, ref_valid
+            losses, valid, residuals = general_forward(
+                ops.stop_gradient(a),
+                ops.stop_gradient(r),
+                labels,
+                ref_labels,
+                self_index,
+                logits,
+                block_size,
+                ref_valid,
             )
 
             def grad(upstream):
-                return _general_backward(h, upstream[:, 0], a, r, block_size)
+                return general_backward(residuals, upstream[:, 0])
 
             return _pack(losses, valid), grad
 

@@ -1,4 +1,4 @@
-"""Similarities, pair masks and masked log-sum-exp shared by every loss."""
+"""Similarities, pair masks and the masked log-sum-exp shared by every loss."""
 
 from keras import ops
 
@@ -71,18 +71,20 @@ def pair_masks(labels, ref_labels, self_index=None, ref_valid=None):
     return ops.logical_and(same, ops.logical_not(is_self)), negative
 
 
-def masked_logsumexp(logits, mask, axis=-1):
-    """Log-sum-exp of `logits` over the entries where `mask` is True.
+def masked_softmax(logits, mask, axis=-1):
+    """Log-sum-exp and softmax weights of `logits` over the entries where `mask` is True.
 
-    Each row uses the maximum of its own masked entries, so a row of very
-    negative logits (gamma=256 and beyond) does not underflow to `-inf`
-    against a maximum taken from other entries (the fault of a shared row
-    maximum, pytorch-metric-learning issue 173). Rows without any masked
-    entry return `-inf` with a zero, finite gradient.
+    Each row uses the maximum of its own masked entries (a constant for
+    back-propagation), so a row of very negative logits (gamma=256 and beyond)
+    does not underflow to `-inf` against a maximum taken from other entries
+    (the fault of a shared row maximum, pytorch-metric-learning issue 173).
+    Rows without any masked entry give `lse = -inf`, zero weights and a zero,
+    finite gradient.
 
     Returns:
-        `(lse, nonempty)`: the log-sum-exp and a bool telling which rows had at
-        least one masked entry.
+        `(lse, weights, nonempty)`: the log-sum-exp per row, the softmax
+        weights with the shape of `logits` (0 outside `mask`), and a bool
+        telling which rows had at least one masked entry.
     """
     nonempty = ops.any(mask, axis=axis)
     neg_inf = ops.cast(float("-inf"), logits.dtype)
@@ -90,10 +92,39 @@ def masked_logsumexp(logits, mask, axis=-1):
     row_max = ops.stop_gradient(
         ops.where(ops.isfinite(row_max), row_max, ops.zeros_like(row_max))
     )
-    shifted = ops.where(mask, logits - row_max, neg_inf)
-    total = ops.sum(ops.exp(shifted), axis=axis)
+    exps = ops.exp(ops.where(mask, logits - row_max, neg_inf))
+    total = ops.sum(exps, axis=axis, keepdims=True)
     # log(0) would give an infinite gradient; empty rows read log(1) instead
     # and are replaced by -inf after the log.
-    total = ops.where(nonempty, total, ops.ones_like(total))
-    lse = ops.squeeze(row_max, axis) + ops.log(total)
-    return ops.where(nonempty, lse, neg_inf), nonempty
+    total = ops.where(ops.expand_dims(nonempty, axis), total, ops.ones_like(total))
+    lse = ops.squeeze(row_max + ops.log(total), axis)
+    return ops.where(nonempty, lse, neg_inf), exps / total, nonempty
+
+
+def masked_logsumexp(logits, mask, axis=-1):
+    """Log-sum-exp of `logits` over the entries where `mask` is True.
+
+    `masked_softmax` without its weights.
+
+    Returns:
+        `(lse, nonempty)`: the log-sum-exp and a bool telling which rows had at
+        least one masked entry.
+    """
+    lse, _, nonempty = masked_softmax(logits, mask, axis)
+    return lse, nonempty
+
+
+def pair_softplus(lse_p, lse_n, valid):
+    """`softplus(LSE_p + LSE_n)` of the valid anchors, and its `Z` (Eq. 9/10).
+
+    `Z = 1 - exp(-L) = sigmoid(LSE_p + LSE_n)` is the factor of every
+    `dL/ds`. Both are 0 for the other anchors, with zero, finite gradients.
+
+    Returns:
+        `(losses, z)`, each `(batch_size,)`.
+    """
+    inner = ops.where(valid, lse_p + lse_n, ops.zeros_like(lse_p))
+    zeros = ops.zeros_like(inner)
+    return ops.where(valid, ops.softplus(inner), zeros), ops.where(
+        valid, ops.sigmoid(inner), zeros
+    )

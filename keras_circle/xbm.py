@@ -19,10 +19,10 @@ import keras
 from keras import ops
 
 from keras_circle import _checks
+from keras_circle import distribute
 from keras_circle.losses.pairwise import CircleLoss
-from keras_circle.losses.pairwise import _replica_distribute
+from keras_circle.losses.pairwise import CirclePairLogits
 from keras_circle.losses.pairwise import checked_embeddings
-from keras_circle.losses.pairwise import circle_pair_logits
 from keras_circle.losses.pairwise import pair_softplus_loss
 
 
@@ -192,17 +192,14 @@ class XBMCircleLoss(CircleLoss):
         embeddings, factor = checked_embeddings(labels, y_pred)
         self._check_memory(embeddings)
         labels = ops.cast(labels, _label_dtype())
-        distribute = _replica_distribute()
-        if distribute is not None:
-            # This replica's anchors against the global batch.
-            batch_labels, batch_embeddings, self_index = distribute.gather_references(
-                labels, embeddings
-            )
-        else:
-            batch_labels, batch_embeddings = labels, embeddings
-            self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
+        distributed = distribute.in_replica_context()
+        # This replica's anchors against the global batch (the batch itself
+        # outside a multi-replica context), as `CircleLoss` does.
+        batch_labels, batch_embeddings, self_index = distribute.gather_references(
+            labels, embeddings
+        )
         factor = _checks.combine(
-            factor, self._check_batch_fits(batch_labels, distribute is not None)
+            factor, self._check_batch_fits(batch_labels, distributed)
         )
         mem_labels, mem_embeddings, filled = self.memory.references()
         ref_labels = ops.concatenate([batch_labels, mem_labels], axis=0)
@@ -211,15 +208,10 @@ class XBMCircleLoss(CircleLoss):
             [ops.ones_like(batch_labels, dtype="bool"), filled], axis=0
         )
 
-        def logits_fn(s):
-            return circle_pair_logits(
-                s, self.gamma, self.margin, self.stop_alpha_gradient
-            )
-
         losses, valid = pair_softplus_loss(
             labels,
             embeddings,
-            logits_fn,
+            CirclePairLogits(self.gamma, self.margin, self.stop_alpha_gradient),
             ref_labels,
             ref_embeddings,
             self_index,

@@ -6,22 +6,18 @@ import pytest
 
 from keras_circle import kernels
 from keras_circle import similarity
-from keras_circle.losses.baselines import _unified_logits
-from keras_circle.losses.pairwise import circle_pair_logits
+from keras_circle.losses.baselines import UnifiedPairLogits
+from keras_circle.losses.pairwise import CirclePairLogits
 from keras_circle.losses.pairwise import pair_softplus_loss
-from tests.losses.backend import jit
-from tests.losses.backend import value_and_grad
+from keras_circle.testing.autodiff import pair_softplus_autodiff
+from keras_circle.testing.backend import jit
+from keras_circle.testing.backend import value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 
 
 def circle(gamma, margin, stop):
-    return lambda s: circle_pair_logits(s, gamma, margin, stop)
-
-
-def plain(logits_fn):
-    """The same logits as a bare tuple: `pair_softplus_loss` then autodiffs."""
-    return lambda s: tuple(logits_fn(s))
+    return CirclePairLogits(gamma, margin, stop)
 
 
 def batch(rng, n=13, dim=6, classes=4):
@@ -37,7 +33,7 @@ def rel_diff(actual, expected):
     )
 
 
-def check(rng, logits_fn, n_refs=None, self_index=None, block_size=None):
+def check(rng, logits, n_refs=None, self_index=None, block_size=None):
     labels, e = batch(rng)
     upstream = rng.uniform(0.5, 2.0, size=len(labels)).astype("float32")
     if n_refs is None:
@@ -48,6 +44,8 @@ def check(rng, logits_fn, n_refs=None, self_index=None, block_size=None):
         refs[0][: len(labels)] = e
 
     def run(fn, fused):
+        loss = pair_softplus_loss if fused else pair_softplus_autodiff
+
         def scalar(e, *r):
             if fused and block_size is not None:
                 norm = similarity.l2_normalize
@@ -61,17 +59,22 @@ def check(rng, logits_fn, n_refs=None, self_index=None, block_size=None):
                     block_size=block_size,
                 )
             elif r:
-                losses, _ = pair_softplus_loss(
-                    labels, e, fn, ref_labels, r[0], self_index
+                losses, _ = loss(
+                    labels,
+                    e,
+                    fn,
+                    ref_labels=ref_labels,
+                    ref_embeddings=r[0],
+                    self_index=self_index,
                 )
             else:
-                losses, _ = pair_softplus_loss(labels, e, fn)
+                losses, _ = loss(labels, e, fn)
             return keras.ops.sum(losses * upstream)
 
         return value_and_grad(scalar, e, *refs)
 
-    value, grads = run(logits_fn, True)
-    ref_value, ref_grads = run(plain(logits_fn), False)
+    value, grads = run(logits, True)
+    ref_value, ref_grads = run(logits, False)
     assert rel_diff(value, ref_value) < 1e-5
     for g, ref_g in zip(grads, ref_grads, strict=True):
         assert rel_diff(g, ref_g) < 1e-5
@@ -125,8 +128,14 @@ def test_symmetric_panels_one_class_and_all_singletons():
 
 
 def test_unified_loss_is_fused(rng):
-    assert isinstance(_unified_logits(80.0, 0.4)(np.zeros((1, 1), "float32")), tuple)
-    check(rng, _unified_logits(80.0, 0.4))
+    assert isinstance(UnifiedPairLogits(80.0, 0.4), kernels.PairLogits)
+    check(rng, UnifiedPairLogits(80.0, 0.4))
+
+
+def test_logits_without_slopes_are_rejected():
+    """The kernel needs values and slopes: a bare function is a clear error."""
+    with pytest.raises(TypeError, match="`logits` must be a .*PairLogits"):
+        pair_softplus_loss(np.arange(3), np.ones((3, 2), "float32"), lambda s: (s, s))
 
 
 def test_no_valid_anchor_gives_zero_gradient():
@@ -171,7 +180,7 @@ def test_symmetric_panels_of_a_batch_size_known_at_run_time(rng, n):
     upstream = rng.uniform(0.5, 2.0, size=n).astype("float32")
     fn = circle(128.0, 0.25, True)
 
-    def value_and_gradient(logits_fn):
+    def value_and_gradient(loss):
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None], tf.int64),
@@ -182,14 +191,14 @@ def test_symmetric_panels_of_a_batch_size_known_at_run_time(rng, n):
         def run(labels, e, upstream):
             with tf.GradientTape() as tape:
                 tape.watch(e)
-                losses, _ = pair_softplus_loss(labels, e, logits_fn)
+                losses, _ = loss(labels, e, fn)
                 value = tf.reduce_sum(losses * upstream)
             return value, tape.gradient(value, e)
 
         return run(labels, e, upstream)
 
-    value, grad = value_and_gradient(fn)
-    ref_value, ref_grad = value_and_gradient(plain(fn))
+    value, grad = value_and_gradient(pair_softplus_loss)
+    ref_value, ref_grad = value_and_gradient(pair_softplus_autodiff)
     assert rel_diff(value, ref_value) < 1e-5
     if float(ref_value) > 0:
         assert rel_diff(grad, ref_grad) < 1e-5

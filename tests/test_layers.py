@@ -71,7 +71,7 @@ def test_huge_and_tiny_embeddings_give_the_same_cosines(rng, scale):
 
 
 def test_non_finite_embedding_gives_nan_cosines_when_compiled(rng):
-    from tests.losses.backend import jit
+    from keras_circle.testing.backend import jit
 
     layer = keras_circle.CosineProxies(5)
     x = rng.normal(size=(4, 6)).astype("float32")

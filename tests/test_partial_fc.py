@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_circle
-from tests.losses import backend
+from keras_circle.testing import backend
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -18,7 +18,7 @@ def rel_diff(actual, expected):
 
 
 def value_and_grad(fn, *args):
-    """As `tests.losses.backend.value_and_grad`; sparse proxy gradients made dense."""
+    """As `keras_circle.testing.backend.value_and_grad`; sparse proxy gradients made dense."""
     if keras.backend.backend() != "tensorflow":
         return backend.value_and_grad(fn, *args)
     import tensorflow as tf

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_circle import similarity
-from tests.losses.backend import value_and_grad
+from keras_circle.testing.backend import value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from keras_circle.testing import reference
 from keras_circle.xbm import CrossBatchMemory
 from keras_circle.xbm import XBMCircleLoss
-from tests.losses import reference
 
 # Also under JAX in CI: the queue is written inside the jitted train step.
 pytestmark = pytest.mark.backend_agnostic

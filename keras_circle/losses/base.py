@@ -16,26 +16,9 @@ import numpy as np
 from keras import ops
 
 from keras_circle import _checks
+from keras_circle import distribute
 
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
-
-
-def _num_replicas():
-    """Replicas of the enclosing `tf.distribute` strategy (1 elsewhere)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _distribute():
-    """`keras_circle.distribute` inside a multi-replica context, else `None`."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    from keras_circle import distribute
-
-    return distribute if distribute.in_replica_context() else None
 
 
 def _mean(total, divisor):
@@ -97,11 +80,10 @@ def reduce_valid(losses, valid, sample_weight=None, reduction="sum_over_batch_si
         divisor = ops.sum(weights)
     else:
         divisor = ops.sum(ops.cast(valid, "float32"))
-    distribute = _distribute()
-    if distribute is not None:
+    if distribute.in_replica_context():
         return _mean(total, distribute.global_sum(divisor))
     loss = _mean(total, divisor)
-    replicas = _num_replicas()
+    replicas = distribute.num_replicas()
     if replicas > 1:
         loss = loss / float(replicas)
     return loss

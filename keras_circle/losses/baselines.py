@@ -72,14 +72,17 @@ def arcface_loss(labels, cosine, *, gamma=64.0, margin=0.5):
     return _checks.poison(losses, factor)
 
 
-def _unified_logits(gamma, margin):
-    def logits_fn(s):
-        def slopes():
-            return ops.full_like(s, -gamma), ops.full_like(s, gamma)
+class UnifiedPairLogits(kernels.PairLogits):
+    """The logits of Eq. 1: `-gamma * s_p` and `gamma * (s_n + m)`."""
 
-        return kernels.PairLogitValues(-gamma * s, gamma * (s + margin), slopes)
+    def __init__(self, gamma, margin):
+        self.gamma, self.margin = gamma, margin
 
-    return logits_fn
+    def values(self, s):
+        return -self.gamma * s, self.gamma * (s + self.margin)
+
+    def slopes(self, s):
+        return ops.full_like(s, -self.gamma), ops.full_like(s, self.gamma)
 
 
 def unified_pair_loss(labels, embeddings, *, gamma=80.0, margin=0.4):
@@ -95,7 +98,7 @@ def unified_pair_loss(labels, embeddings, *, gamma=80.0, margin=0.4):
     embeddings, factor = checked_embeddings(
         labels, embeddings, ("labels", "embeddings")
     )
-    losses, _ = pair_softplus_loss(labels, embeddings, _unified_logits(gamma, margin))
+    losses, _ = pair_softplus_loss(labels, embeddings, UnifiedPairLogits(gamma, margin))
     return _checks.poison(losses, factor, label_factor)
 
 
@@ -248,6 +251,6 @@ class UnifiedPairLoss(_GammaMarginLoss):
     def per_sample(self, labels, y_pred):
         y_pred, factor = checked_embeddings(labels, y_pred)
         losses, valid = pair_softplus_loss(
-            labels, y_pred, _unified_logits(self.gamma, self.margin)
+            labels, y_pred, UnifiedPairLogits(self.gamma, self.margin)
         )
         return _checks.poison(losses, factor), valid

@@ -4,50 +4,75 @@ import keras
 from keras import ops
 
 from keras_circle import _checks
+from keras_circle import distribute
 from keras_circle import kernels
 from keras_circle import similarity
 from keras_circle.losses.base import IntegerLabelLoss
 
 
-def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
+class CirclePairLogits(kernels.PairLogits):
     """The reweighted logits of Eq. 6 for positive and negative scores.
 
-    Returns `(logit_p, logit_n)`, each with the shape of `s`: the logit an
-    entry would have as a positive, `-gamma * alpha_p * (s - delta_p)`, and as a
-    negative, `gamma * alpha_n * (s - delta_n)`. The pair is a
-    `keras_circle.kernels.PairLogitValues`, which also gives the derivatives
-    in `s` that the fused pair-wise kernel needs.
+    `values(s)` is `(logit_p, logit_n)`, each with the shape of `s`: the logit
+    an entry would have as a positive, `-gamma * alpha_p * (s - delta_p)`, and
+    as a negative, `gamma * alpha_n * (s - delta_n)`. `slopes(s)` are their
+    derivatives in `s`, for the fused pair-wise kernel.
     """
-    # Eq. 5 with the simplification of section 3.2.
-    optimum_p, optimum_n = 1.0 + margin, -margin
-    delta_p, delta_n = 1.0 - margin, margin
-    alpha_p = ops.relu(optimum_p - s)
-    alpha_n = ops.relu(s - optimum_n)
-    if stop_alpha_gradient:
-        # The weights are constants for back-propagation: Eq. 9/10 hold.
-        alpha_p = ops.stop_gradient(alpha_p)
-        alpha_n = ops.stop_gradient(alpha_n)
-    logit_p = -gamma * alpha_p * (s - delta_p)
-    logit_n = gamma * alpha_n * (s - delta_n)
 
-    def slopes():
-        if stop_alpha_gradient:
-            return -gamma * alpha_p, gamma * alpha_n
-        # Product rule with relu' = 1 strictly inside its linear part.
-        inside_p = ops.cast(s < optimum_p, s.dtype)
-        inside_n = ops.cast(s > optimum_n, s.dtype)
-        return (
-            -gamma * (alpha_p - inside_p * (s - delta_p)),
-            gamma * (alpha_n + inside_n * (s - delta_n)),
+    def __init__(self, gamma, margin, stop_alpha_gradient=True):
+        self.gamma, self.margin = gamma, margin
+        self.stop_alpha_gradient = stop_alpha_gradient
+        # Eq. 5 with the simplification of section 3.2.
+        self.optimum_p, self.optimum_n = 1.0 + margin, -margin
+        self.delta_p, self.delta_n = 1.0 - margin, margin
+
+    def _alphas(self, s):
+        alpha_p = ops.relu(self.optimum_p - s)
+        alpha_n = ops.relu(s - self.optimum_n)
+        if self.stop_alpha_gradient:
+            # The weights are constants for back-propagation: Eq. 9/10 hold.
+            alpha_p = ops.stop_gradient(alpha_p)
+            alpha_n = ops.stop_gradient(alpha_n)
+        return alpha_p, alpha_n
+
+    def _values(self, s, alpha_p, alpha_n):
+        gamma = self.gamma
+        return -gamma * alpha_p * (s - self.delta_p), gamma * alpha_n * (
+            s - self.delta_n
         )
 
-    return kernels.PairLogitValues(logit_p, logit_n, slopes)
+    def _slopes(self, s, alpha_p, alpha_n):
+        gamma = self.gamma
+        if self.stop_alpha_gradient:
+            return -gamma * alpha_p, gamma * alpha_n
+        # Product rule with relu' = 1 strictly inside its linear part.
+        inside_p = ops.cast(s < self.optimum_p, s.dtype)
+        inside_n = ops.cast(s > self.optimum_n, s.dtype)
+        return (
+            -gamma * (alpha_p - inside_p * (s - self.delta_p)),
+            gamma * (alpha_n + inside_n * (s - self.delta_n)),
+        )
+
+    def values(self, s):
+        return self._values(s, *self._alphas(s))
+
+    def slopes(self, s):
+        return self._slopes(s, *self._alphas(s))
+
+    def values_and_slopes(self, s):
+        alphas = self._alphas(s)
+        return self._values(s, *alphas), self._slopes(s, *alphas)
+
+
+def circle_pair_logits(s, gamma, margin, stop_alpha_gradient=True):
+    """`(logit_p, logit_n)` of Eq. 6: `CirclePairLogits(...).values(s)`."""
+    return CirclePairLogits(gamma, margin, stop_alpha_gradient).values(s)
 
 
 def pair_softplus_loss(
     labels,
     embeddings,
-    logits_fn,
+    logits,
     ref_labels=None,
     ref_embeddings=None,
     self_index=None,
@@ -57,14 +82,15 @@ def pair_softplus_loss(
 
     The shared body of every pair-wise loss of the unified form (Eq. 1, Eq. 6):
     `log(1 + sum_j exp(logit_n^j) * sum_i exp(logit_p^i))`, each log-sum-exp
-    over its own masked set with its own maximum.
+    over its own masked set with its own maximum, computed by the fused
+    kernel (`keras_circle.kernels.fused_pair_softplus`) with its hand-written
+    gradient.
 
     Args:
         labels: Integer labels of the anchors, `(batch_size,)`.
         embeddings: Anchor embeddings, `(batch_size, dim)`, any scale.
-        logits_fn: Maps the similarity matrix to `(logit_p, logit_n)`. When
-            it returns a `keras_circle.kernels.PairLogitValues` the fused
-            kernel computes the loss and its gradient; else autodiff does.
+        logits: A `keras_circle.kernels.PairLogits` (such as
+            `CirclePairLogits`): the logits and their slopes in `s`.
         ref_labels, ref_embeddings: The references the anchors are compared
             with. Defaults to the anchors themselves.
         self_index: Column of each anchor among the references (its self-pair,
@@ -77,36 +103,23 @@ def pair_softplus_loss(
         `(losses, valid)`: per-anchor losses `(batch_size,)` (0 where invalid)
         and a bool telling which anchors have a positive and a negative.
     """
+    if not isinstance(logits, kernels.PairLogits):
+        raise TypeError(
+            "`logits` must be a `keras_circle.kernels.PairLogits` (values and "
+            f"slopes in s); received {type(logits).__name__}."
+        )
     embeddings = similarity.l2_normalize(ops.cast(embeddings, "float32"))
     if ref_embeddings is not None:
         ref_embeddings = similarity.l2_normalize(ops.cast(ref_embeddings, "float32"))
-    # A logits function that returns `PairLogitValues` knows its derivatives:
-    # the fused kernel then skips autodiff (anchors against themselves: half
-    # of S computed and kept, one matmul's worth backward). A 1x1 probe tells;
-    # in a graph it is pruned.
-    if isinstance(logits_fn(ops.zeros((1, 1))), kernels.PairLogitValues):
-        return kernels.fused_pair_softplus(
-            labels,
-            embeddings,
-            logits_fn,
-            ref_labels,
-            ref_embeddings,
-            self_index,
-            ref_valid=ref_valid,
-        )
-    if ref_embeddings is None:
-        ref_labels, ref_embeddings = labels, embeddings
-        self_index = ops.arange(ops.shape(labels)[0], dtype="int32")
-    s = ops.matmul(embeddings, ops.transpose(ref_embeddings))
-    positive, negative = similarity.pair_masks(
-        labels, ref_labels, self_index, ref_valid
+    return kernels.fused_pair_softplus(
+        labels,
+        embeddings,
+        logits,
+        ref_labels,
+        ref_embeddings,
+        self_index,
+        ref_valid=ref_valid,
     )
-    logit_p, logit_n = logits_fn(s)
-    lse_p, has_p = similarity.masked_logsumexp(logit_p, positive)
-    lse_n, has_n = similarity.masked_logsumexp(logit_n, negative)
-    valid = ops.logical_and(has_p, has_n)
-    inner = ops.where(valid, lse_p + lse_n, ops.zeros_like(lse_p))
-    return ops.where(valid, ops.softplus(inner), ops.zeros_like(inner)), valid
 
 
 def _circle_per_sample(
@@ -119,22 +132,17 @@ def _circle_per_sample(
     gather=False,
 ):
     embeddings, factor = checked_embeddings(labels, embeddings, names)
-
-    def logits_fn(s):
-        return circle_pair_logits(s, gamma, margin, stop_alpha_gradient)
-
-    if gather:
-        distribute = _replica_distribute()
-        if distribute is not None:
-            # Anchors of this replica against the whole global batch.
-            ref_labels, ref_embeddings, self_index = distribute.gather_references(
-                labels, embeddings
-            )
-            losses, valid = pair_softplus_loss(
-                labels, embeddings, logits_fn, ref_labels, ref_embeddings, self_index
-            )
-            return _checks.poison(losses, factor), valid
-    losses, valid = pair_softplus_loss(labels, embeddings, logits_fn)
+    logits = CirclePairLogits(gamma, margin, stop_alpha_gradient)
+    if gather and distribute.in_replica_context():
+        # Anchors of this replica against the whole global batch.
+        ref_labels, ref_embeddings, self_index = distribute.gather_references(
+            labels, embeddings
+        )
+        losses, valid = pair_softplus_loss(
+            labels, embeddings, logits, ref_labels, ref_embeddings, self_index
+        )
+    else:
+        losses, valid = pair_softplus_loss(labels, embeddings, logits)
     return _checks.poison(losses, factor), valid
 
 
@@ -151,15 +159,6 @@ def checked_embeddings(labels, embeddings, names=("y_true", "y_pred")):
     _checks.nonempty_batch(embeddings, labels, names[1], names[0])
     factor = _checks.combine(finite, _checks.same_batch(labels, embeddings, *names))
     return _checks.poison(embeddings, factor), factor
-
-
-def _replica_distribute():
-    """`keras_circle.distribute` inside a multi-replica context, else `None`."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    from keras_circle import distribute
-
-    return distribute if distribute.in_replica_context() else None
 
 
 def pairwise_circle_loss(

@@ -11,9 +11,9 @@ from keras_circle.losses import am_softmax_loss
 from keras_circle.losses import arcface_loss
 from keras_circle.losses import triplet_loss
 from keras_circle.losses import unified_pair_loss
-from tests.losses import reference
-from tests.losses.backend import jit
-from tests.losses.backend import value_and_grad
+from keras_circle.testing import reference
+from keras_circle.testing.backend import jit
+from keras_circle.testing.backend import value_and_grad
 from tests.losses.test_class_level import make_cosine
 from tests.losses.test_pairwise import make_batch
 from tests.losses.test_pairwise import rel_diff

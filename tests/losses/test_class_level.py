@@ -8,9 +8,9 @@ import pytest
 
 import keras_circle
 from keras_circle.losses import class_circle_loss
-from tests.losses import reference
-from tests.losses.backend import jit
-from tests.losses.backend import value_and_grad
+from keras_circle.testing import reference
+from keras_circle.testing.backend import jit
+from keras_circle.testing.backend import value_and_grad
 from tests.losses.test_pairwise import PAPER_SETTINGS
 from tests.losses.test_pairwise import rel_diff
 

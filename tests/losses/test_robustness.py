@@ -14,10 +14,10 @@ import keras_circle
 from keras_circle.losses import am_softmax_loss
 from keras_circle.losses import triplet_loss
 from keras_circle.losses import unified_pair_loss
+from keras_circle.testing import reference
+from keras_circle.testing.backend import value_and_grad
 from keras_circle.xbm import CrossBatchMemory
 from keras_circle.xbm import XBMCircleLoss
-from tests.losses import reference
-from tests.losses.backend import value_and_grad
 
 pytestmark = pytest.mark.backend_agnostic
 

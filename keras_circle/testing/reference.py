@@ -1,6 +1,9 @@
-"""Slow float64 references, written from the paper and independent of the package.
+"""Slow float64 references for tests and benchmarks, written from the paper.
 
-Every function loops over explicit anchors and pairs in NumPy float64. The
+Every function loops over explicit anchors and pairs in NumPy float64 and
+imports nothing of keras_circle, so that tests and `benchmarks/accuracy.py`
+check the losses against code written independently of them. Slow: small
+batches only. The
 gradients of the stop-gradient form follow the paper's Eq. 9/10 directly
 (`dL/ds_n^j = Z * softmax_j * gamma * a_n^j`, `dL/ds_p^i = -Z * softmax_i *
 gamma * a_p^i`, `Z = 1 - exp(-L)`), then the chain rule through the cosine and

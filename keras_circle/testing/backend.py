@@ -1,4 +1,4 @@
-"""Backend-neutral gradients and XLA compilation for the loss tests."""
+"""Backend-neutral value-and-gradient and XLA compilation (TensorFlow or JAX)."""
 
 import keras
 import numpy as np
