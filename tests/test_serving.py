@@ -238,8 +238,9 @@ def test_cli_export_in_process(served, capsys):
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert f"SavedModel: {out / '1'}" in printed and "ONNX:" in printed
+    assert "--scale is deprecated; use --normalization symmetric" in err
     meta = json.loads((out / "1" / export.METADATA_PATH).read_text())
     # The CLI's old scale name maps to the shared normalization vocabulary.
     assert meta["preprocessing"]["normalization"] == "symmetric"
@@ -351,8 +352,14 @@ def test_export_argv_round_trips():
         "--size",
         "20",
         "24",
-        "--scale",
-        "none",
+        "--normalization",
+        "caffe",
+        "--center-crop",
+        "40",
+        "--gallery",
+        "index dir",
+        "--top-k",
+        "7",
         "--atol",
         "1e-07",
         "--allow-shape-change",
@@ -365,6 +372,8 @@ def test_export_argv_round_trips():
     assert parser.parse_args(cli._export_argv(first)).model == os.path.join(
         ".", "-odd.keras"
     )
+    old = parser.parse_args(["export", "m.keras", "--scale", "minus_one_to_one"])
+    assert vars(parser.parse_args(cli._export_argv(old))) == vars(old)
     bare = parser.parse_args(["export", "m.keras", "--onnx", "e.onnx"])
     assert vars(parser.parse_args(cli._export_argv(bare))) == vars(bare)
 
