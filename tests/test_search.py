@@ -1,6 +1,10 @@
 """Tests of keras_circle.search: the exact engine against NumPy, and EmbeddingIndex."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -201,3 +205,27 @@ def test_string_labels_match_unknown(rng):
     index.add(x, labels=names)
     out = index.match(np.concatenate([x[:2], -x[:1] * 0 + 100.0]), threshold=1e-6)
     assert out.tolist()[:2] == names[:2].tolist() and out[2] == "unknown"
+
+
+def test_search_runs_without_tensorflow_under_the_numpy_backend():
+    """`import keras_circle` imports Keras (for the losses, which Keras finds
+    in a `.keras` file only once their module ran); under KERAS_BACKEND=numpy
+    that pulls in no TensorFlow, so a search service needs none."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from keras_circle import search
+        index = search.EmbeddingIndex(4)
+        index.add(np.eye(4), labels=np.arange(4))
+        scores, ids, labels = index.lookup(np.eye(4)[2:3] + 0.1, 1)
+        assert ids.tolist() == [[2]] and labels.tolist() == [[2]], (ids, labels)
+        print("tensorflow" in sys.modules)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False"]
