@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from keras_circle import cli
+from keras_circle import cli_export
 from keras_circle import data
 from keras_circle import export
 from keras_circle.search import EmbeddingIndex
@@ -151,7 +152,7 @@ def test_export_normalization_and_center_crop_flags_set_the_served_spec(
 
 
 def test_export_normalization_choices_are_the_conventions():
-    assert sorted(cli.NORMALIZATIONS) == sorted(data.NORMALIZATIONS)
+    assert sorted(cli_export.NORMALIZATIONS) == sorted(data.NORMALIZATIONS)
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(
             ["export", "m.keras", "--normalization", "minus_one_to_one"]

@@ -19,6 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_circle import cli
+from keras_circle import cli_export
 from keras_circle import export
 from keras_circle.layers import CosineProxies
 
@@ -366,16 +367,16 @@ def test_export_argv_round_trips():
         "--no-progress",
     ]
     first = parser.parse_args(argv)
-    again = parser.parse_args(cli._export_argv(first))
+    again = parser.parse_args(cli_export.export_argv(first))
     assert vars(again) == vars(first)
     first.model = "-odd.keras"  # not to be read as an option
-    assert parser.parse_args(cli._export_argv(first)).model == os.path.join(
+    assert parser.parse_args(cli_export.export_argv(first)).model == os.path.join(
         ".", "-odd.keras"
     )
     old = parser.parse_args(["export", "m.keras", "--scale", "minus_one_to_one"])
-    assert vars(parser.parse_args(cli._export_argv(old))) == vars(old)
+    assert vars(parser.parse_args(cli_export.export_argv(old))) == vars(old)
     bare = parser.parse_args(["export", "m.keras", "--onnx", "e.onnx"])
-    assert vars(parser.parse_args(cli._export_argv(bare))) == vars(bare)
+    assert vars(parser.parse_args(cli_export.export_argv(bare))) == vars(bare)
 
 
 def test_models_config_points_at_the_model():
