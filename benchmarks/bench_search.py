@@ -61,7 +61,18 @@ def _interleaved(sides, rounds, seed=0):
             + ", ".join(f"{name} {times[name][-1]:.1f} s" for name in names),
             flush=True,
         )
-    return {name: float(np.median(t)) for name, t in times.items()}, results
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    medians["_times"] = times
+    return medians, results
+
+
+def _round_ratios(times, ours, theirs):
+    """Median and range of the per-round ratios (both sides ran in each round)."""
+    ratios = np.array(times[ours]) / np.array(times[theirs])
+    return (
+        f"per-round ratios: median {np.median(ratios):.2f}, "
+        f"{ratios.min():.2f} to {ratios.max():.2f}"
+    )
 
 
 def ratio(n, rounds):
@@ -108,13 +119,15 @@ def ratio(n, rounds):
         f"recall_at_k {n:,}: ours {med['recall_at_k']:.1f} s, bare faiss k=9 "
         f"{med['faiss k=9']:.1f} s (medians), ratio "
         f"{med['recall_at_k'] / med['faiss k=9']:.2f}; recall@1 "
-        f"{res['recall_at_k'][1]:.4f} (bare {res['faiss k=9'][1]:.4f})"
+        f"{res['recall_at_k'][1]:.4f} (bare {res['faiss k=9'][1]:.4f}); "
+        + _round_ratios(med["_times"], "recall_at_k", "faiss k=9")
     )
     print(
         f"map_at_r {n:,}: ours {med['map_at_r']:.1f} s, bare faiss top-R "
         f"{med['faiss top-R']:.1f} s (medians), ratio "
         f"{med['map_at_r'] / med['faiss top-R']:.2f}; MAP@R {res['map_at_r']:.4f} "
-        f"(bare {res['faiss top-R']:.4f})",
+        f"(bare {res['faiss top-R']:.4f}); "
+        + _round_ratios(med["_times"], "map_at_r", "faiss top-R"),
         flush=True,
     )
 
