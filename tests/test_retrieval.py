@@ -596,3 +596,16 @@ def test_reid_many_exact_ties_match_brute_force(seed):
     cmc, mean_ap = _ref_reid(*args, ranks=(1, 2, 5, 20))
     assert out["cmc"] == pytest.approx(cmc, abs=1e-12)
     assert out["mAP"] == pytest.approx(mean_ap, abs=1e-12)
+
+
+def test_reid_counts_in_chunks_when_matches_are_many(monkeypatch):
+    """A small comparison budget splits each query's matches into chunks."""
+    from keras_circle.retrieval import reid
+
+    args = _reid_data(np.random.default_rng(3))
+    whole = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
+    monkeypatch.setattr(reid, "_COUNT_BUDGET", 7)
+    chunked = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
+    cmc, mean_ap = _ref_reid(*args, ranks=(1, 3, 5))
+    assert chunked["cmc"] == whole["cmc"] == pytest.approx(cmc, abs=1e-12)
+    assert chunked["mAP"] == pytest.approx(mean_ap, abs=1e-12)
