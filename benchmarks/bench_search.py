@@ -2,7 +2,13 @@
 
 `--ratio N`: `retrieval.recall_at_k` (ks 1, 2, 4, 8) and `map_at_r` on an
 N x 128 clustered gallery, timed in one process against a bare faiss
-`IndexFlatIP` self-search (k=9, resp. top-R) plus the label comparison.
+`IndexFlatIP` self-search (k=9, resp. top-R) plus the label comparison (and,
+for MAP@R, its sum): `--rounds` rounds, the four sides in a new random order
+each round, medians reported.
+
+`--reid Q G`: `retrieval.reid_metrics` on Q queries against a G gallery,
+this tree's against an earlier module's (`--old-retrieval`), interleaved
+the same way; both must give the same CMC and mAP.
 
 `--scale N`: an N-row, 128-d gallery and `--queries` queries; build and
 search time, RSS increase and recall@10 against exact search for exact
@@ -33,7 +39,44 @@ def _clustered(rng, n, dim=128, per_class=20):
     return x, labels
 
 
-def ratio(n):
+def _interleaved(sides, rounds, seed=0):
+    """Median seconds of each side: every round runs them all, in a random order.
+
+    One process, sides shuffled afresh each round, so drift in the machine's
+    load (it is shared) falls on every side alike. Returns `{name: median}`
+    and `{name: last result}`.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(sides)
+    times = {name: [] for name in names}
+    results = {}
+    for round_ in range(rounds):
+        for i in rng.permutation(len(names)):
+            name = names[i]
+            t = time.perf_counter()
+            results[name] = sides[name]()
+            times[name].append(time.perf_counter() - t)
+        print(
+            f"  round {round_ + 1}/{rounds}: "
+            + ", ".join(f"{name} {times[name][-1]:.1f} s" for name in names),
+            flush=True,
+        )
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    medians["_times"] = times
+    return medians, results
+
+
+def _round_ratios(times, ours, theirs):
+    """Median and range of the per-round ratios (both sides ran in each round)."""
+    ratios = np.array(times[ours]) / np.array(times[theirs])
+    return (
+        f"per-round ratios: median {np.median(ratios):.2f}, "
+        f"{ratios.min():.2f} to {ratios.max():.2f}"
+    )
+
+
+def ratio(n, rounds):
+    """Our recall_at_k / map_at_r against bare faiss doing the same user step."""
     import faiss
 
     from keras_circle import retrieval
@@ -41,36 +84,92 @@ def ratio(n):
 
     x, labels = _clustered(np.random.default_rng(0), n)
     search.set_num_threads()
-    t = time.perf_counter()
-    u = search.normalize_rows(x)
-    index = faiss.IndexFlatIP(u.shape[1])
-    index.add(u)
-    _, ids = index.search(u, 9)
-    hits = labels[ids[:, 1:]] == labels[:, None]
-    bare = {k: hits[:, :k].any(axis=1).mean() for k in (1, 2, 4, 8)}
-    t_bare = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = retrieval.recall_at_k(x, labels, verbose=0)
-    t_ours = time.perf_counter() - t
-    print(
-        f"recall_at_k {n:,}: ours {t_ours:.1f} s, bare faiss k=9 {t_bare:.1f} s, "
-        f"ratio {t_ours / t_bare:.2f}; recall@1 {ours[1]:.4f} (bare {bare[1]:.4f})"
-    )
     r = np.bincount(labels)[labels] - 1
-    t = time.perf_counter()
-    u = search.normalize_rows(x)
-    index = faiss.IndexFlatIP(u.shape[1])
-    index.add(u)
-    _, ids = index.search(u, int(r.max()) + 1)
-    rel = labels[ids[:, 1:]] == labels[:, None]
-    rel &= np.arange(1, ids.shape[1]) <= r[:, None]
-    t_bare = time.perf_counter() - t
-    t = time.perf_counter()
-    retrieval.map_at_r(x, labels, verbose=0)
-    t_ours = time.perf_counter() - t
+
+    def bare_recall():
+        u = search.normalize_rows(x)
+        index = faiss.IndexFlatIP(u.shape[1])
+        index.add(u)
+        _, ids = index.search(u, 9)
+        # Leave-one-out: a row finds itself first (no duplicates here).
+        neighbours = ids[:, 1:]
+        hits = labels[neighbours] == labels[:, None]
+        return {k: hits[:, :k].any(axis=1).mean() for k in (1, 2, 4, 8)}
+
+    def bare_map():
+        u = search.normalize_rows(x)
+        index = faiss.IndexFlatIP(u.shape[1])
+        index.add(u)
+        _, ids = index.search(u, int(r.max()) + 1)
+        rel = labels[ids[:, 1:]] == labels[:, None]
+        rel &= np.arange(1, ids.shape[1]) <= r[:, None]
+        precision = np.cumsum(rel, axis=1) / np.arange(1, ids.shape[1])
+        ok = r > 0
+        return np.mean((precision * rel).sum(axis=1)[ok] / r[ok])
+
+    sides = {
+        "recall_at_k": lambda: retrieval.recall_at_k(x, labels, verbose=0),
+        "faiss k=9": bare_recall,
+        "map_at_r": lambda: retrieval.map_at_r(x, labels, verbose=0),
+        "faiss top-R": bare_map,
+    }
+    print(f"{n:,} x 128, {rounds} rounds, sides in random order each round:")
+    med, res = _interleaved(sides, rounds)
     print(
-        f"map_at_r {n:,}: ours {t_ours:.1f} s, bare faiss top-R {t_bare:.1f} s, "
-        f"ratio {t_ours / t_bare:.2f}",
+        f"recall_at_k {n:,}: ours {med['recall_at_k']:.1f} s, bare faiss k=9 "
+        f"{med['faiss k=9']:.1f} s (medians), ratio "
+        f"{med['recall_at_k'] / med['faiss k=9']:.2f}; recall@1 "
+        f"{res['recall_at_k'][1]:.4f} (bare {res['faiss k=9'][1]:.4f}); "
+        + _round_ratios(med["_times"], "recall_at_k", "faiss k=9")
+    )
+    print(
+        f"map_at_r {n:,}: ours {med['map_at_r']:.1f} s, bare faiss top-R "
+        f"{med['faiss top-R']:.1f} s (medians), ratio "
+        f"{med['map_at_r'] / med['faiss top-R']:.2f}; MAP@R {res['map_at_r']:.4f} "
+        f"(bare {res['faiss top-R']:.4f}); "
+        + _round_ratios(med["_times"], "map_at_r", "faiss top-R"),
+        flush=True,
+    )
+
+
+def _reid_data(rng, num_queries, num_gallery, dim=128, per_id=20, cams=6):
+    ids = rng.integers(1, max(2, num_gallery // per_id), num_gallery + num_queries)
+    centres = rng.standard_normal((int(ids.max()) + 1, dim), dtype=np.float32)
+    x = centres[ids] + 1.6 * rng.standard_normal((ids.size, dim), dtype=np.float32)
+    c = rng.integers(0, cams, ids.size)
+    q, g = slice(0, num_queries), slice(num_queries, None)
+    return x[q], ids[q], c[q], x[g], ids[g], c[g]
+
+
+def reid(num_queries, num_gallery, rounds, old_module):
+    """`reid_metrics` of `old_module` (a file path) against the current one."""
+    import importlib.util
+
+    from keras_circle import retrieval
+
+    spec = importlib.util.spec_from_file_location("old_retrieval", old_module)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    args = _reid_data(np.random.default_rng(0), num_queries, num_gallery)
+    sides = {
+        "before": lambda: old.reid_metrics(*args, verbose=0),
+        "after": lambda: retrieval.reid_metrics(*args, verbose=0),
+    }
+    print(
+        f"reid_metrics {num_queries:,} queries x {num_gallery:,} gallery, "
+        f"{rounds} rounds, random order:"
+    )
+    med, res = _interleaved(sides, rounds)
+    # The earlier module normalises rows its own way: scores differ by float
+    # rounding (~1e-7), so a near-tie may swap and move a query's AP a little.
+    gaps = [abs(res["before"]["cmc"][k] - res["after"]["cmc"][k]) for k in (1, 5, 10)]
+    gaps.append(abs(res["before"]["mAP"] - res["after"]["mAP"]))
+    print(f"largest difference before/after (CMC, mAP): {max(gaps):.1e}")
+    assert max(gaps) < 1e-3, res
+    print(
+        f"reid_metrics: before {med['before']:.1f} s, after {med['after']:.1f} s "
+        f"(medians), speed-up {med['before'] / med['after']:.2f}x; mAP "
+        f"{res['after']['mAP']:.4f}, rank-1 {res['after']['cmc'][1]:.4f}",
         flush=True,
     )
 
@@ -167,12 +266,29 @@ def main():
     parser.add_argument(
         "--scale", type=int, default=0, help="gallery size of the scale run"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds (medians)"
+    )
+    parser.add_argument(
+        "--reid",
+        type=int,
+        nargs=2,
+        metavar=("QUERIES", "GALLERY"),
+        help="time reid_metrics before (--old-retrieval) and after",
+    )
+    parser.add_argument(
+        "--old-retrieval",
+        default="/tmp/old_retrieval.py",
+        help="the earlier retrieval module (git show e9225c7:keras_circle/retrieval.py)",
+    )
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"])
     parser.add_argument("--sklearn-queries", type=int, default=1000)
     args = parser.parse_args()
     if args.ratio:
-        ratio(args.ratio)
+        ratio(args.ratio, args.rounds)
+    if args.reid:
+        reid(*args.reid, args.rounds, args.old_retrieval)
     if args.scale:
         scale(args.scale, args.queries, args.kinds, args.sklearn_queries)
 

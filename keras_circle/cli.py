@@ -3,151 +3,17 @@
 Each subcommand is an `_add_<name>(subparsers)` function that registers its
 parser and sets `func` to the function that runs it; `SUBCOMMANDS` lists
 them, so adding `train` or `evaluate` means adding one function and one
-entry. Heavy imports (TensorFlow, tf2onnx) happen inside the runners, so
-`keras-circle --help` stays fast.
+entry. `export` lives in `cli_export`, `index` and `search` in
+`cli_search` (public `add_<name>` there). Heavy imports (TensorFlow,
+tf2onnx) happen inside the runners, so `keras-circle --help` stays fast.
 """
 
 import argparse
 import pathlib
 import sys
 
+from keras_circle import cli_export
 from keras_circle import cli_search
-
-
-def _add_export(subparsers):
-    parser = subparsers.add_parser(
-        "export",
-        help="Export a trained model's embedder to a TF Serving SavedModel "
-        "and/or ONNX.",
-        description="Keeps the embedder of a .keras model (the input of a final "
-        "CosineProxies head, or the model's output), adds L2 normalisation, "
-        "verifies against Keras and publishes atomically. Runs under the "
-        "TensorFlow backend whatever KERAS_BACKEND says (in a subprocess).",
-    )
-    parser.add_argument("model", help="Path of the trained .keras model.")
-    parser.add_argument(
-        "--base-dir",
-        help="TF Serving model base directory; the SavedModel goes to "
-        "BASE_DIR/<version>/.",
-    )
-    parser.add_argument(
-        "--version",
-        type=int,
-        default=None,
-        help="Version, 1 to 2**63-1 (default: the next free integer).",
-    )
-    parser.add_argument("--onnx", help="Also (or only) write this ONNX file.")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (17).")
-    parser.add_argument(
-        "--embedding-layer", help="Name of the layer or nested model to export."
-    )
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="Image size for the bytes signature (default: the model input).",
-    )
-    parser.add_argument(
-        "--scale",
-        choices=["zero_one", "minus_one_to_one", "none"],
-        default=None,
-        help="Pixel scaling the model was trained with (default: zero_one).",
-    )
-    parser.add_argument(
-        "--atol", type=float, default=1e-5, help="Verification tolerance (1e-5)."
-    )
-    parser.add_argument(
-        "--allow-shape-change",
-        action="store_true",
-        help="Publish even if the input shape or embedding size differs from "
-        "the latest version in BASE_DIR.",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    parser.set_defaults(func=_run_export)
-
-
-def _export_argv(args):
-    """The `export` command line that parses back to `args`."""
-    import os
-
-    model = args.model
-    if model.startswith("-"):
-        model = os.path.join(os.curdir, model)
-    argv = ["export", model, f"--opset={args.opset}", f"--atol={args.atol!r}"]
-    for flag in ("base_dir", "version", "onnx", "embedding_layer", "scale"):
-        if getattr(args, flag) is not None:
-            argv.append(f"--{flag.replace('_', '-')}={getattr(args, flag)}")
-    if args.size:
-        argv += ["--size", *map(str, args.size)]
-    for flag in ("allow_shape_change", "no_progress"):
-        if getattr(args, flag):
-            argv.append(f"--{flag.replace('_', '-')}")
-    return argv
-
-
-def _run_export(args):
-    if not args.base_dir and not args.onnx:
-        print("keras-circle export: give --base-dir and/or --onnx.", file=sys.stderr)
-        return 2
-    import os
-    import subprocess
-
-    import keras
-
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        # The backend is fixed when keras is imported: export (TensorFlow
-        # work) runs in a fresh process that imports it under TensorFlow.
-        if os.environ.get("KERAS_CIRCLE_EXPORT_REEXEC"):
-            print(
-                f"keras-circle export: error: Keras still runs on {backend!r} "
-                "with KERAS_BACKEND=tensorflow; is TensorFlow installed?",
-                file=sys.stderr,
-            )
-            return 1
-        print(
-            f"keras-circle export: Keras backend is {backend!r}; exporting in a "
-            "TensorFlow subprocess.",
-            file=sys.stderr,
-        )
-        env = {
-            **os.environ,
-            "KERAS_BACKEND": "tensorflow",
-            "KERAS_CIRCLE_EXPORT_REEXEC": "1",
-        }
-        command = [sys.executable, "-m", "keras_circle", *_export_argv(args)]
-        return subprocess.run(command, env=env, check=False).returncode
-    from keras_circle import export
-
-    preprocessing = {}
-    if args.size:
-        preprocessing["size"] = list(args.size)
-    if args.scale:
-        preprocessing["scale"] = args.scale
-    options = dict(
-        embedding_layer=args.embedding_layer,
-        preprocessing=preprocessing or None,
-        atol=args.atol,
-        progress=not args.no_progress,
-    )
-    try:
-        if args.base_dir:
-            path = export.export_saved_model(
-                args.model,
-                args.base_dir,
-                args.version,
-                allow_shape_change=args.allow_shape_change,
-                **options,
-            )
-            print(f"SavedModel: {path}")
-        if args.onnx:
-            path = export.export_onnx(args.model, args.onnx, args.opset, **options)
-            print(f"ONNX: {path}")
-    except (OSError, TypeError, ValueError, export.ExportVerificationError) as error:
-        print(f"keras-circle export: error: {error}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _add_train(subparsers):
@@ -336,7 +202,7 @@ def _run_demo(args):
     return status
 
 
-SUBCOMMANDS = [_add_train, _add_evaluate, _add_export, _add_demo]
+SUBCOMMANDS = [_add_train, _add_evaluate, cli_export.add_export, _add_demo]
 SUBCOMMANDS += [cli_search.add_index, cli_search.add_search]
 
 

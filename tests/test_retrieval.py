@@ -575,3 +575,37 @@ def test_reference_arguments_are_checked():
         retrieval.map_at_r(_E, _L, reference_labels=_L)
     with pytest.raises(ValueError, match="same dim; got 3 and 2"):
         retrieval.r_precision(_E, _L, reference=np.ones((4, 2)), reference_labels=_L)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reid_many_exact_ties_match_brute_force(seed):
+    # Basis-vector queries: each similarity is one coordinate, exact
+    # whatever the BLAS order, and the gallery repeats a few rows, so matches
+    # tie with each other and with non-matches (lower index first).
+    rng = np.random.default_rng(seed)
+    rows = np.array(
+        [[0.5, 0.5, 0.5, 0.5], [1, 0, 0, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0]]
+    )
+    g = rows[rng.integers(0, 4, 60)]
+    g_ids, g_cams = rng.integers(1, 5, 60), rng.integers(0, 3, 60)
+    g_ids[rng.random(60) < 0.1] = -1
+    q = np.eye(4)[rng.integers(0, 4, 10)]
+    q_ids, q_cams = rng.integers(1, 5, 10), rng.integers(0, 3, 10)
+    args = (q, q_ids, q_cams, g, g_ids, g_cams)
+    out = retrieval.reid_metrics(*args, ranks=(1, 2, 5, 20))
+    cmc, mean_ap = _ref_reid(*args, ranks=(1, 2, 5, 20))
+    assert out["cmc"] == pytest.approx(cmc, abs=1e-12)
+    assert out["mAP"] == pytest.approx(mean_ap, abs=1e-12)
+
+
+def test_reid_counts_in_chunks_when_matches_are_many(monkeypatch):
+    """A small comparison budget splits each query's matches into chunks."""
+    from keras_circle.retrieval import reid
+
+    args = _reid_data(np.random.default_rng(3))
+    whole = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
+    monkeypatch.setattr(reid, "_COUNT_BUDGET", 7)
+    chunked = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
+    cmc, mean_ap = _ref_reid(*args, ranks=(1, 3, 5))
+    assert chunked["cmc"] == whole["cmc"] == pytest.approx(cmc, abs=1e-12)
+    assert chunked["mAP"] == pytest.approx(mean_ap, abs=1e-12)

@@ -1,6 +1,10 @@
 """Tests of keras_circle.search: the exact engine against NumPy, and EmbeddingIndex."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -83,6 +87,27 @@ def test_index_add_search_lookup_save_load_roundtrip(rng, tmp_path, kind):
     np.testing.assert_array_equal(ids3, ids)
     np.testing.assert_allclose(scores3, scores, atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["ix"]  # no temporary left
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_embeddings_returns_the_unit_rows_in_insertion_order(rng, tmp_path, kind):
+    x, _ = _data(rng, n=300)
+    index = search.EmbeddingIndex(16, kind=kind, nlist=8, nprobe=8)
+    assert index.embeddings().shape == (0, 16)
+    index.add(x[:200], ids=np.arange(1000, 1200))
+    index.add(x[200:] * 1e3, ids=np.arange(5, 105))
+    rows = index.embeddings()
+    assert rows.dtype == np.float32 and rows.shape == (300, 16)
+    np.testing.assert_allclose(rows, search.normalize_rows(x), atol=1e-6)
+    before = index.search(x[:20], 5)
+    # Reading the rows leaves the index as it was: same answers, and it
+    # still takes rows and saves (IVF: no direct map left behind).
+    np.testing.assert_array_equal(index.search(x[:20], 5)[1], before[1])
+    index.add(x[:10], ids=np.arange(-10, 0))
+    index.save(tmp_path / "ix")
+    loaded = search.EmbeddingIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(loaded.embeddings(), index.embeddings())
+    assert loaded.embeddings().shape == (310, 16)
 
 
 def test_query_of_another_dim_is_a_clear_error(rng):
@@ -180,3 +205,27 @@ def test_string_labels_match_unknown(rng):
     index.add(x, labels=names)
     out = index.match(np.concatenate([x[:2], -x[:1] * 0 + 100.0]), threshold=1e-6)
     assert out.tolist()[:2] == names[:2].tolist() and out[2] == "unknown"
+
+
+def test_search_runs_without_tensorflow_under_the_numpy_backend():
+    """`import keras_circle` imports Keras (for the losses, which Keras finds
+    in a `.keras` file only once their module ran); under KERAS_BACKEND=numpy
+    that pulls in no TensorFlow, so a search service needs none."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from keras_circle import search
+        index = search.EmbeddingIndex(4)
+        index.add(np.eye(4), labels=np.arange(4))
+        scores, ids, labels = index.lookup(np.eye(4)[2:3] + 0.1, 1)
+        assert ids.tolist() == [[2]] and labels.tolist() == [[2]], (ids, labels)
+        print("tensorflow" in sys.modules)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False"]

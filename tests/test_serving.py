@@ -19,6 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_circle import cli
+from keras_circle import cli_export
 from keras_circle import export
 from keras_circle.layers import CosineProxies
 
@@ -238,8 +239,9 @@ def test_cli_export_in_process(served, capsys):
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert f"SavedModel: {out / '1'}" in printed and "ONNX:" in printed
+    assert "--scale is deprecated; use --normalization symmetric" in err
     meta = json.loads((out / "1" / export.METADATA_PATH).read_text())
     # The CLI's old scale name maps to the shared normalization vocabulary.
     assert meta["preprocessing"]["normalization"] == "symmetric"
@@ -351,22 +353,30 @@ def test_export_argv_round_trips():
         "--size",
         "20",
         "24",
-        "--scale",
-        "none",
+        "--normalization",
+        "caffe",
+        "--center-crop",
+        "40",
+        "--gallery",
+        "index dir",
+        "--top-k",
+        "7",
         "--atol",
         "1e-07",
         "--allow-shape-change",
         "--no-progress",
     ]
     first = parser.parse_args(argv)
-    again = parser.parse_args(cli._export_argv(first))
+    again = parser.parse_args(cli_export.export_argv(first))
     assert vars(again) == vars(first)
     first.model = "-odd.keras"  # not to be read as an option
-    assert parser.parse_args(cli._export_argv(first)).model == os.path.join(
+    assert parser.parse_args(cli_export.export_argv(first)).model == os.path.join(
         ".", "-odd.keras"
     )
+    old = parser.parse_args(["export", "m.keras", "--scale", "minus_one_to_one"])
+    assert vars(parser.parse_args(cli_export.export_argv(old))) == vars(old)
     bare = parser.parse_args(["export", "m.keras", "--onnx", "e.onnx"])
-    assert vars(parser.parse_args(cli._export_argv(bare))) == vars(bare)
+    assert vars(parser.parse_args(cli_export.export_argv(bare))) == vars(bare)
 
 
 def test_models_config_points_at_the_model():

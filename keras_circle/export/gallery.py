@@ -9,7 +9,6 @@ search there is exact (a matmul and a top-k), whatever kind of
 import json
 import numbers
 import os
-import tempfile
 
 import numpy as np
 
@@ -25,24 +24,6 @@ def fingerprint_id(fingerprint):
         give equal strings.
     """
     return json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
-
-
-def _index_rows(index):
-    """`(embeddings, ids)` of an `EmbeddingIndex`, through its saved files.
-
-    `EmbeddingIndex` has no public accessor for its rows; `save` writes them
-    to `index.faiss`, which faiss reads back and reconstructs.
-    """
-    import faiss
-
-    with tempfile.TemporaryDirectory(prefix="keras-circle-gallery-") as tmp:
-        path = os.path.join(tmp, "index")
-        index.save(path)
-        stored = faiss.read_index(os.path.join(path, "index.faiss"))
-    if isinstance(stored, faiss.IndexIVF):
-        stored.make_direct_map()
-    embeddings = stored.reconstruct_n(0, stored.ntotal)
-    return embeddings, np.asarray(index.ids, dtype=np.int64)
 
 
 def gallery_arrays(gallery, embedding_size, fingerprint=None):
@@ -83,7 +64,7 @@ def gallery_arrays(gallery, embedding_size, fingerprint=None):
                 "differs from this model's fingerprint): its embeddings are not "
                 "comparable with this model's."
             )
-        embeddings, ids = _index_rows(gallery)
+        embeddings, ids = gallery.embeddings(), gallery.ids
     elif isinstance(gallery, (tuple, list)) and len(gallery) == 2:
         embeddings, ids = gallery
     else:

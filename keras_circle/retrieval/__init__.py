@@ -3,7 +3,8 @@
 Every metric ranks by cosine similarity of L2-normalised float32 embeddings
 and bounds its memory: Recall@K, Precision@1, MAP@R and R-precision search
 with `keras_circle.search` (faiss, exact) a block of queries at a time;
-re-ID ranks the full gallery blockwise in NumPy; verification scores pairs.
+re-ID scores the full gallery blockwise in NumPy and counts each match's
+position (no sort); verification scores pairs.
 Ties: among equal similarities the lower reference index ranks first. NumPy
 and faiss only, so it runs whatever the Keras backend.
 """

@@ -1,8 +1,11 @@
 """Person re-identification metrics (the Market-1501 protocol), blockwise in NumPy.
 
 Every gallery image counts in a query's ranking (junk aside), so the full
-similarity row of each query is computed, a block of queries at a time;
-only the entries ranked at or above a query's last match are sorted.
+similarity row of each query is computed, a block of queries at a time.
+Nothing is sorted: CMC and AP need only the position of each match in the
+filtered ranking, which is the number of valid gallery entries ranked above
+it (scored higher, or equal with a lower index), counted among the entries
+scored at least as high as the query's lowest match.
 """
 
 import numpy as np
@@ -12,6 +15,43 @@ from keras_circle.retrieval.checks import check_embeddings
 from keras_circle.retrieval.checks import check_labels
 from keras_circle.retrieval.checks import check_ranks
 from keras_circle.retrieval.checks import query_blocks
+
+# Comparisons held at once when counting (matches x candidates booleans).
+_COUNT_BUDGET = 16 * 2**20
+
+
+def _match_positions(sims, valid, match):
+    """Sorted 0-based positions of a query's matches in its filtered ranking.
+
+    Args:
+        sims: similarities `(num_gallery,)` of one query.
+        valid: bool `(num_gallery,)`: entries in its ranking.
+        match: bool `(num_gallery,)`: its matches (a subset of `valid`).
+
+    Returns:
+        int64 array, ascending: for each match, the valid entries with a
+        higher score, or an equal score and a lower index.
+    """
+    cols = np.flatnonzero(match)
+    if cols.size == 0:
+        return cols
+    scores = sims[cols]
+    # Entries below the lowest match rank after every match.
+    candidates = np.flatnonzero(valid & (sims >= scores.min()))
+    values = sims[candidates]
+    step = max(1, _COUNT_BUDGET // max(1, candidates.size))
+    positions = np.empty(cols.size, np.int64)
+    for i in range(0, cols.size, step):
+        t = scores[i : i + step, None]
+        above = np.count_nonzero(values > t, axis=1)
+        equal = np.count_nonzero(values == t, axis=1)
+        # Ties (the match itself is one of its equals): lower index first.
+        for j in np.flatnonzero(equal > 1):
+            tied = (values == t[j]) & (candidates < cols[i + j])
+            above[j] += np.count_nonzero(tied)
+        positions[i : i + step] = above
+    positions.sort()
+    return positions
 
 
 def reid_metrics(
@@ -84,32 +124,17 @@ def reid_metrics(
         raise ValueError("`gallery_ids` must not be all junk (-1).")
 
     first_hit, ap = [], []
-    for start, stop, sims in query_blocks(q, g, 64, block_size, verbose):
+    for start, stop, sims in query_blocks(q, g, 12, block_size, verbose):
         same_id = g_ids == q_ids[start:stop, None]
         valid = ~(same_id & (g_cams == q_cams[start:stop, None]))
         match = same_id & valid
-        num_matches = match.sum(axis=1)
-        # Only entries at or above a row's lowest match can rank before a
-        # match, so only those are sorted.
-        lowest = np.where(match, sims, np.inf).min(axis=1, keepdims=True)
-        rows, cols = np.divmod(np.flatnonzero(valid & (sims >= lowest)), sims.shape[1])
-        order = np.lexsort((cols, -sims[rows, cols], rows))
-        rows, cols = rows[order], cols[order]
-        row_start = np.searchsorted(rows, np.arange(stop - start))
-        position = np.arange(rows.size) - row_start[rows]
-        is_match = match[rows, cols]
-        seen = np.cumsum(is_match)
-        seen -= np.concatenate([[0], seen])[row_start][rows]
-        hit_rows = rows[is_match]
-        precision = seen[is_match] / (position[is_match] + 1)
-        block_ap = np.bincount(hit_rows, precision, minlength=stop - start)
-        first = np.full(stop - start, np.iinfo(np.int64).max)
-        firsts = is_match & (seen == 1)
-        first[rows[firsts]] = position[firsts]
-        has = num_matches > 0
-        first_hit.append(first[has])
-        ap.append(block_ap[has] / num_matches[has])
-    first_hit, ap = np.concatenate(first_hit), np.concatenate(ap)
+        for row in range(stop - start):
+            positions = _match_positions(sims[row], valid[row], match[row])
+            if positions.size:
+                first_hit.append(positions[0])
+                seen = np.arange(1, positions.size + 1)
+                ap.append(np.mean(seen / (positions + 1)))
+    first_hit, ap = np.asarray(first_hit, np.int64), np.asarray(ap, np.float64)
     if first_hit.size == 0:
         raise ValueError(
             "No query has a valid match in the gallery (same id on another "

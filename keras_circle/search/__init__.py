@@ -1,4 +1,12 @@
-"""Nearest-neighbour search over embeddings on faiss (NumPy in and out, no TensorFlow).
+"""Nearest-neighbour search over embeddings on faiss (NumPy in and out).
+
+This package needs only NumPy and faiss, but `import keras_circle.search`
+runs `keras_circle/__init__.py`, which imports Keras (the losses register
+themselves with Keras there, so that a `.keras` file naming them loads after
+a plain `import keras_circle`; Keras 3 does not import a custom class's
+module on its own). Keras imports its backend: under the default
+TensorFlow backend that is TensorFlow; with `KERAS_BACKEND=numpy` a search
+service runs without it.
 
 `EmbeddingIndex` keeps a gallery of L2-normalised float32 embeddings with
 their labels and ids, answers cosine top-k queries (exact, IVF or HNSW),

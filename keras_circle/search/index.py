@@ -121,6 +121,30 @@ class EmbeddingIndex:
         """Ids of the gallery rows in insertion order (int64)."""
         return self._ids
 
+    def embeddings(self):
+        """The gallery rows as stored: float32 unit rows in insertion order.
+
+        Row `i` belongs to `ids[i]` (and `labels[i]`). A copy read back from
+        faiss (IVF and HNSW keep the rows uncompressed, so it is exact for
+        every kind); `(0, dim)` for an empty index.
+        """
+        if self._index is None:
+            return np.empty((0, self.dim), np.float32)
+        index = self._index
+        if isinstance(index, faiss.IndexIVF):
+            # IVF rows live in their cells: a direct map (position -> cell
+            # entry) is built for the read and dropped again, so the index
+            # (and what `save` writes) stays as it was.
+            had_map = not index.direct_map.no()
+            if not had_map:
+                index.make_direct_map()
+            try:
+                return index.reconstruct_n(0, index.ntotal)
+            finally:
+                if not had_map:
+                    index.make_direct_map(False)
+        return index.reconstruct_n(0, index.ntotal)
+
     def _make(self, x):
         p = self.params
         if self.kind == "flat":
