@@ -1,9 +1,17 @@
-"""Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`."""
+"""Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`.
+
+The layer is called with the labels and writes the queue; `XBMCircleLoss()`
+holds no state. The deprecated `XBMCircleLoss(memory)` keeps a copy of the
+tests (named `test_deprecated_*`).
+"""
+
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
+from keras_circle import CircleLoss
 from keras_circle.testing import reference
 from keras_circle.xbm import CrossBatchMemory
 from keras_circle.xbm import XBMCircleLoss
@@ -28,16 +36,23 @@ def _reference(labels, embeddings, mem_labels, mem_embeddings, gamma, margin):
     return float(np.mean(losses)) if losses else 0.0
 
 
+def _deprecated_loss(memory, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return XBMCircleLoss(memory, **kwargs)
+
+
 def test_correctness_and_wrap_around(rng):
     memory = CrossBatchMemory(8)
-    loss = XBMCircleLoss(memory, gamma=32.0, margin=0.25)
+    loss = XBMCircleLoss(gamma=32.0, margin=0.25)
     mem_labels = np.zeros((0,), "int64")
     mem_embeddings = np.zeros((0, 4), "float32")
     for step in range(4):
         labels = rng.integers(0, 3, size=6)
         embeddings = rng.normal(size=(6, 4)).astype("float32")
-        memory(embeddings, training=True)
-        value = float(loss(labels, embeddings))
+        rows = memory(embeddings, labels=labels, training=True)
+        assert tuple(rows.shape) == (6 + 8, 4 + 2)
+        value = float(loss(labels, rows))
         expected = _reference(
             labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
         )
@@ -55,35 +70,147 @@ def test_correctness_and_wrap_around(rng):
             )
 
 
+def test_deprecated_correctness_and_wrap_around(rng):
+    memory = CrossBatchMemory(8)
+    loss = _deprecated_loss(memory, gamma=32.0, margin=0.25)
+    mem_labels = np.zeros((0,), "int64")
+    mem_embeddings = np.zeros((0, 4), "float32")
+    for step in range(4):
+        labels = rng.integers(0, 3, size=6)
+        embeddings = rng.normal(size=(6, 4)).astype("float32")
+        memory(embeddings, training=True)
+        value = float(loss(labels, embeddings))
+        expected = _reference(
+            labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
+        )
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+        mem_labels = np.concatenate([mem_labels, labels])[-8:]
+        mem_embeddings = np.concatenate([mem_embeddings, embeddings])[-8:]
+        assert int(memory.filled.numpy()) == min(6 * (step + 1), 8)
+        assert int(memory.pointer.numpy()) == 6 * (step + 1) % 8
+
+
+def test_loss_sees_the_pre_batch_memory(rng):
+    """A batch never meets itself through the memory: the first step is plain
+    Circle loss, the second meets the first batch as it was stored."""
+    memory = CrossBatchMemory(16)
+    loss = XBMCircleLoss(gamma=32.0, margin=0.25)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    x = rng.normal(size=(6, 4)).astype("float32")
+    rows = memory(x, labels=labels, training=True)
+    assert int(memory.filled.numpy()) == 6  # written after being read
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(rows)[6:, -1], 0.0)
+    first = float(loss(labels, rows))
+    plain = float(CircleLoss(gamma=32.0, margin=0.25)(labels, x))
+    np.testing.assert_allclose(first, plain, rtol=1e-6)
+    second = float(loss(labels, memory(x, labels=labels, training=True)))
+    expected = _reference(labels, x, labels, x, 32.0, 0.25)
+    np.testing.assert_allclose(second, expected, rtol=1e-5)
+    assert abs(second - first) > 1e-3
+
+
+def test_labels_beyond_float32_precision_stay_distinct(rng):
+    """Labels 2**30 and 2**30 + 1 are one float32 value; the ids keep them
+    apart, in the batch and in the memory."""
+    memory = CrossBatchMemory(8)
+    loss = XBMCircleLoss(gamma=32.0, margin=0.25)
+    first = 2**30 + np.array([0, 1, 0, 1, 2, 2])
+    x0 = rng.normal(size=(6, 4)).astype("float32")
+    memory(x0, labels=first, training=True)
+    labels = 2**30 + np.array([1, 1, 0, 3, 0, 3])
+    x = rng.normal(size=(6, 4)).astype("float32")
+    rows = keras.ops.convert_to_numpy(memory(x, labels=labels, training=True))
+    np.testing.assert_array_equal(rows[:6, -2], [0, 0, 2, 3, 2, 3])
+    np.testing.assert_array_equal(rows[6:12, -2], [2, 0, 2, 0, -1, -1])
+    value = float(loss(labels, rows))
+    expected = _reference(labels, x, first, x0, 32.0, 0.25)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_holds_no_state(rng):
+    memory = CrossBatchMemory(8)
+    loss = XBMCircleLoss()
+    labels = np.array([0, 0, 1, 1])
+    x = rng.normal(size=(4, 3)).astype("float32")
+    memory(x, labels=labels, training=True)
+    rows = memory(x, labels=labels, training=True)
+    state = [v.numpy().copy() for v in memory.weights]
+    assert loss.memory is None
+    assert not [v for v in vars(loss).values() if isinstance(v, keras.Variable)]
+    assert float(loss(labels, rows)) == float(loss(labels, rows))
+    for before, variable in zip(state, memory.weights, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), before)
+
+
 def test_not_training_does_not_enqueue(rng):
     memory = CrossBatchMemory(8)
-    loss = XBMCircleLoss(memory)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    labels = np.array([0, 0, 1, 1])
+    memory(x, labels=labels, training=False)
+    memory(x, labels=labels)
+    assert int(memory.filled.numpy()) == 0
+    memory(x, labels=labels, training=True)
+    assert int(memory.filled.numpy()) == 4
+
+
+def test_deprecated_not_training_does_not_enqueue(rng):
+    memory = CrossBatchMemory(8)
+    loss = _deprecated_loss(memory)
     x = rng.normal(size=(4, 3)).astype("float32")
     memory(x, training=False)
     loss(np.array([0, 0, 1, 1]), x)
     assert int(memory.filled.numpy()) == 0
 
 
+def test_deprecated_usage_warns_and_still_works(rng):
+    memory = CrossBatchMemory(8)
+    with pytest.warns(DeprecationWarning, match="labels=labels"):
+        loss = XBMCircleLoss(memory)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    memory(x, training=True)
+    assert np.isfinite(float(loss(np.array([0, 0, 1, 1]), x)))
+    assert int(memory.filled.numpy()) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        XBMCircleLoss()
+
+
+def test_plain_embeddings_are_rejected_by_the_new_loss():
+    with pytest.raises(ValueError, match="4 rows for 4 labels.*labels="):
+        XBMCircleLoss()(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
+
+
 def _model():
+    memory = CrossBatchMemory(24, name="xbm")
+    inputs, labels = keras.Input((6,)), keras.Input((), dtype="int32")
+    rows = memory(keras.layers.Dense(8, name="embed")(inputs), labels=labels)
+    model = keras.Model([inputs, labels], rows)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=XBMCircleLoss())
+    return model, memory
+
+
+def _deprecated_model():
     memory = CrossBatchMemory(24, name="xbm")
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(8, name="embed"), memory]
     )
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=XBMCircleLoss(memory))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_deprecated_loss(memory))
     return model, memory
 
 
-def test_fit_evaluate_and_save(rng, tmp_path):
-    model, memory = _model()
+@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
+def test_fit_evaluate_and_save(rng, tmp_path, deprecated):
+    model, memory = _deprecated_model() if deprecated else _model()
     y = rng.integers(0, 4, size=64)
     x = (rng.normal(size=(64, 6)) + y[:, None]).astype("float32")
-    history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    inputs = x if deprecated else (x, y)
+    history = model.fit(inputs, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     # 4 batches of 16 through a queue of 24: wrapped around twice.
     assert int(memory.filled.numpy()) == 24
     assert int(memory.pointer.numpy()) == 64 % 24
     np.testing.assert_array_equal(memory.labels.numpy()[: 64 % 24], y[48 : 48 + 16])
-    model.evaluate(x, y, batch_size=16, verbose=0)
+    model.evaluate(inputs, y, batch_size=16, verbose=0)
     assert int(memory.pointer.numpy()) == 64 % 24
     path = tmp_path / "xbm.keras"
     model.save(path)
@@ -98,9 +225,17 @@ def test_memory_smaller_than_the_batch_is_rejected(rng):
     """Two entries of one step would be written to one slot."""
     memory = CrossBatchMemory(4)
     x = rng.normal(size=(6, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"batch \(6 samples\).*\(4 entries\)"):
+        memory(x, labels=np.array([0, 0, 1, 1, 2, 2]), training=True)
+    assert int(keras.ops.convert_to_numpy(memory.filled)) == 0
+
+
+def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
+    memory = CrossBatchMemory(4)
+    x = rng.normal(size=(6, 3)).astype("float32")
     memory(x, training=True)
     with pytest.raises(ValueError, match=r"batch \(6 samples\).*\(4 entries\)"):
-        XBMCircleLoss(memory)(np.array([0, 0, 1, 1, 2, 2]), x)
+        _deprecated_loss(memory)(np.array([0, 0, 1, 1, 2, 2]), x)
     assert int(keras.ops.convert_to_numpy(memory.filled)) == 0
 
 
@@ -113,7 +248,30 @@ def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
 
     memory = CrossBatchMemory(4)
     memory.build((None, 3))
-    loss = XBMCircleLoss(memory)
+    loss = XBMCircleLoss()
+    step = tf.function(
+        lambda y, x: loss(y, memory(x, labels=y)),
+        jit_compile=True,
+        input_signature=[
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, 3], tf.float32),
+        ],
+    )
+    x = rng.normal(size=(6, 3)).astype("float32")
+    assert np.isnan(float(step(np.array([0, 0, 1, 1, 2, 2]), x)))
+    assert np.isfinite(float(step(np.array([0, 0, 1, 1]), x[:4])))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
+)
+def test_deprecated_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
+    """A batch size known only at run time cannot raise under XLA: NaN."""
+    import tensorflow as tf
+
+    memory = CrossBatchMemory(4)
+    memory.build((None, 3))
+    loss = _deprecated_loss(memory)
     step = tf.function(
         lambda y, x: loss(y, x),
         jit_compile=True,
@@ -128,7 +286,7 @@ def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
 
 
 def test_unbuilt_memory_is_rejected():
-    loss = XBMCircleLoss(CrossBatchMemory(8, name="queue"))
+    loss = _deprecated_loss(CrossBatchMemory(8, name="queue"))
     with pytest.raises(ValueError, match="'queue'.*not built.*Sequential"):
         loss(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
 
@@ -137,7 +295,7 @@ def test_memory_of_the_wrong_dim_is_rejected():
     memory = CrossBatchMemory(8, name="queue")
     memory.build((None, 5))
     with pytest.raises(ValueError, match="y_pred.*3 dimensions.*'queue' holds 5"):
-        XBMCircleLoss(memory)(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
+        _deprecated_loss(memory)(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
 
 
 def test_numpy_integer_size_is_accepted():
@@ -149,3 +307,60 @@ def test_numpy_integer_size_is_accepted():
             CrossBatchMemory(bad)
     with pytest.raises(ValueError, match="size"):
         CrossBatchMemory(np.int32(0))
+
+
+def _replica_fit(weights, batches, strategy=None):
+    """SGD over the global `batches` in order; returns weights and queue."""
+    import tensorflow as tf
+
+    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
+    with scope:
+        model, _ = _model()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=XBMCircleLoss())
+    dataset = None
+    for x, y in batches:
+        batch = tf.data.Dataset.from_tensors(((x, y), y))
+        dataset = batch if dataset is None else dataset.concatenate(batch)
+    history = model.fit(dataset, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    return model.get_weights()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
+def test_two_replica_fit_matches_single_device():
+    """Each replica's anchors meet the global batch and the pre-batch memory,
+    and the global batch is enqueued: five steps (16, 16, 16, 7 and 1 samples,
+    one replica empty at the end) through a queue of 24 give the weights and
+    queue of one device."""
+    from tests.mirrored import mirrored_strategy
+
+    def data(labels, seed):
+        labels = np.asarray(labels, dtype="int32")
+        x = np.random.default_rng(seed).normal(size=(len(labels), 6))
+        return (x + 0.5 * labels[:, None]).astype("float32"), labels
+
+    batches = [
+        data(np.tile(np.arange(4), 4), 0),
+        data(np.repeat(np.arange(4), 4), 1),
+        data([0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5], 2),
+        data([0, 1, 2, 0, 1, 2, 3], 3),
+        data([3], 4),
+    ]
+    weights = _model()[0].get_weights()
+    single = _replica_fit(weights, batches)
+    mirrored = _replica_fit(weights, batches, mirrored_strategy())
+    # The memory changed the steps: plain Circle loss trains other kernels.
+    plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8)])
+    plain.set_weights(weights[:2])
+    plain.compile(optimizer=keras.optimizers.SGD(0.5), loss=CircleLoss())
+    for x, y in batches:
+        plain.train_on_batch(x, y)
+    assert float(np.max(np.abs(plain.get_weights()[0] - single[0]))) > 1e-4
+    assert all(np.all(np.isfinite(w)) for w in mirrored)
+    for a, b in zip(single[:2], mirrored[:2], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    _, _, queue, labels, pointer, filled, _ = mirrored
+    assert (int(pointer), int(filled)) == (56 % 24, 24)
+    np.testing.assert_array_equal(labels, single[3])
+    np.testing.assert_allclose(queue, single[2], rtol=1e-4, atol=1e-4)
