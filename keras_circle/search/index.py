@@ -1,21 +1,18 @@
 """`EmbeddingIndex`: a gallery searched by cosine similarity, saved with its metadata."""
 
-import json
 import math
-import os
-import pathlib
-import shutil
-import tempfile
 
 import faiss
 import numpy as np
 
+from keras_circle.search import storage
 from keras_circle.search.engine import check_matrix
 from keras_circle.search.engine import ensure_threads
 from keras_circle.search.engine import normalize_rows
+from keras_circle.search.open_set import check_target_precision
+from keras_circle.search.open_set import choose_threshold
 
 KINDS = ("flat", "ivf", "hnsw")
-_FORMAT = 1
 
 
 def _check_labels(labels, num, name):
@@ -287,51 +284,15 @@ class EmbeddingIndex:
         Raises:
             ValueError: when no threshold reaches `target_precision`.
         """
-        if target_precision is not None and not (
-            isinstance(target_precision, float | int) and 0 < target_precision <= 1
-        ):
-            raise ValueError(
-                f"`target_precision` must be in (0, 1] or None; got {target_precision!r}."
-            )
+        check_target_precision(target_precision)
         q = check_matrix(queries, "queries", dim=self.dim)
         labels = _check_labels(labels, q.shape[0], "labels")
         scores, _, neighbour_labels = self.lookup(q, 1)
         distance = 1.0 - scores[:, 0].astype(np.float64)
         correct = neighbour_labels[:, 0] == labels
-        order = np.argsort(distance, kind="stable")
-        distance, correct = distance[order], correct[order]
-        # One point per distinct distance: the last query of each run.
-        last = np.flatnonzero(np.diff(distance, append=np.inf) != 0)
-        accepted = last + 1
-        right = np.cumsum(correct)[last]
-        precision = right / accepted
-        recall = right / distance.size
-        f1 = np.where(
-            right > 0, 2 * precision * recall / (precision + recall + 1e-300), 0
-        )
-        if target_precision is None:
-            best = int(np.argmax(f1))
-        else:
-            reach = np.flatnonzero(precision >= target_precision - 1e-12)
-            if reach.size == 0:
-                raise ValueError(
-                    f"No threshold reaches `target_precision`={target_precision}; "
-                    f"the best precision is {precision.max():.4f}."
-                )
-            best = int(reach[-1])
-        self.threshold = float(distance[last[best]])
-        return {
-            "threshold": self.threshold,
-            "precision": float(precision[best]),
-            "recall": float(recall[best]),
-            "f1": float(f1[best]),
-            "curve": {
-                "thresholds": distance[last],
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-            },
-        }
+        result = choose_threshold(distance, correct, target_precision)
+        self.threshold = result["threshold"]
+        return result
 
     def match(self, queries, *, threshold=None, unknown=None):
         """The label of each query's nearest row, or `unknown` beyond the threshold.
@@ -359,7 +320,7 @@ class EmbeddingIndex:
     def metadata(self):
         """What `save` writes to `metadata.json` and `load` checks."""
         return {
-            "format": _FORMAT,
+            "format": storage.FORMAT,
             "dim": self.dim,
             "kind": self.kind,
             "count": len(self),
@@ -379,27 +340,10 @@ class EmbeddingIndex:
         """
         if self._index is None:
             raise ValueError("The index is empty: nothing to save.")
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            faiss.write_index(self._index, str(tmp / "index.faiss"))
-            arrays = {"ids": self._ids}
-            if self._labels is not None:
-                arrays["labels"] = self._labels
-            with open(tmp / "arrays.npz", "wb") as f:
-                np.savez(f, **arrays)
-            (tmp / "metadata.json").write_text(json.dumps(self.metadata(), indent=1))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        arrays = {"ids": self._ids}
+        if self._labels is not None:
+            arrays["labels"] = self._labels
+        storage.write_folder(path, self._index, arrays, self.metadata())
 
     @classmethod
     def load(cls, path, *, embedder=None):
@@ -410,42 +354,9 @@ class EmbeddingIndex:
             embedder: when given, the `embedder` the index must have been
                 built for. Defaults to `None`: not checked.
         """
-        path = pathlib.Path(path)
-        meta_path = path / "metadata.json"
-        if not meta_path.is_file():
-            raise ValueError(f"{path} is not a saved EmbeddingIndex: no metadata.json.")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r}.")
-        if embedder is not None and meta["embedder"] != embedder:
-            raise ValueError(
-                f"{path} holds embeddings of embedder {meta['embedder']!r}, not "
-                f"{embedder!r}: queries from another model are not comparable."
-            )
+        meta = storage.read_metadata(path, embedder)
         params = {k: v for k, v in meta["params"].items() if v is not None}
         out = cls(meta["dim"], kind=meta["kind"], embedder=meta["embedder"], **params)
-        out._index = faiss.read_index(str(path / "index.faiss"))
-        with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
-            out._ids = arrays["ids"]
-            out._labels = arrays["labels"] if "labels" in arrays else None
-        expected = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat}
-        expected["hnsw"] = faiss.IndexHNSWFlat
-        found = {
-            "dim": out._index.d,
-            "count": out._index.ntotal,
-            "ids": out._ids.size,
-            "labels": meta["count"] if out._labels is None else out._labels.size,
-        }
-        wanted = {"dim": meta["dim"], "count": meta["count"]}
-        wanted.update(ids=meta["count"], labels=meta["count"])
-        bad = [
-            f"{key} {found[key]} (metadata: {wanted[key]})"
-            for key in found
-            if found[key] != wanted[key]
-        ]
-        if not isinstance(out._index, expected[meta["kind"]]):
-            bad.append(f"kind {type(out._index).__name__} (metadata: {meta['kind']})")
-        if bad:
-            raise ValueError(f"{path} does not match its metadata: {', '.join(bad)}.")
+        out._index, out._ids, out._labels = storage.read_arrays(path, meta)
         out.threshold = meta["threshold"]
         return out
