@@ -40,6 +40,18 @@ def check_embeddings(x, name, min_rows=1):
     return normalize_rows(check_matrix(to_numpy(x, name), name, min_rows=min_rows))
 
 
+def check_embedding_pair(queries, reference, queries_name, reference_name):
+    """`check_embeddings` of both sets, which must have the same dim."""
+    q = check_embeddings(queries, queries_name)
+    r = check_embeddings(reference, reference_name)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(
+            f"`{queries_name}` and `{reference_name}` must have the same dim; "
+            f"got {q.shape[1]} and {r.shape[1]}."
+        )
+    return q, r
+
+
 def check_labels(x, num, name, expected_name):
     """Integer labels `(num,)` as int64 (whole floats and bools accepted)."""
     x = to_numpy(x, name)

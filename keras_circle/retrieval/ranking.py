@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_circle.retrieval.checks import MEMORY_BUDGET
 from keras_circle.retrieval.checks import check_block_size
+from keras_circle.retrieval.checks import check_embedding_pair
 from keras_circle.retrieval.checks import check_embeddings
 from keras_circle.retrieval.checks import check_labels
 from keras_circle.retrieval.checks import check_ranks
@@ -39,13 +40,7 @@ def prepare_sets(embeddings, labels, reference, reference_labels):
         return q, q_labels, q, q_labels, True
     if reference_labels is None:
         raise ValueError("`reference_labels` is required with `reference`; got None.")
-    q = check_embeddings(embeddings, "embeddings")
-    r = check_embeddings(reference, "reference")
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(
-            "`embeddings` and `reference` must have the same dim; got "
-            f"{q.shape[1]} and {r.shape[1]}."
-        )
+    q, r = check_embedding_pair(embeddings, reference, "embeddings", "reference")
     q_labels = check_labels(labels, q.shape[0], "labels", "embeddings")
     r_labels = check_labels(
         reference_labels, r.shape[0], "reference_labels", "reference"
@@ -174,8 +169,14 @@ def precision_at_1(
     return {c: v[1] for c, v in out.items()} if per_class else out[1]
 
 
-def _top_r(embeddings, labels, reference, reference_labels, block_size, verbose):
-    """Per query: AP@R, R-precision and whether R > 0."""
+def _top_r(
+    embeddings, labels, reference, reference_labels, per_class, block_size, verbose
+):
+    """`{"map_at_r": ..., "r_precision": ...}`: means over the queries with R > 0.
+
+    Both come from the same first-R neighbours; each value is a float, or
+    `{label: value}` with `per_class`.
+    """
     check_block_size(block_size)
     q, q_labels, r, r_labels, self_search = prepare_sets(
         embeddings, labels, reference, reference_labels
@@ -203,7 +204,15 @@ def _top_r(embeddings, labels, reference, reference_labels, block_size, verbose)
         precision = np.cumsum(rel, axis=1) / positions
         ap[start:stop] = (precision * rel).sum(axis=1) / np.maximum(r_block, 1)
         r_precision[start:stop] = rel.sum(axis=1) / np.maximum(r_block, 1)
-    return ap, r_precision, valid, q_labels
+    if per_class:
+        return {
+            "map_at_r": _by_class(ap, q_labels, valid),
+            "r_precision": _by_class(r_precision, q_labels, valid),
+        }
+    return {
+        "map_at_r": float(ap[valid].mean()),
+        "r_precision": float(r_precision[valid].mean()),
+    }
 
 
 def map_at_r(
@@ -234,12 +243,9 @@ def map_at_r(
     Reference:
         Musgrave et al., "A Metric Learning Reality Check", ECCV 2020.
     """
-    ap, _, valid, q_labels = _top_r(
-        embeddings, labels, reference, reference_labels, block_size, verbose
-    )
-    if per_class:
-        return _by_class(ap, q_labels, valid)
-    return float(ap[valid].mean())
+    return _top_r(
+        embeddings, labels, reference, reference_labels, per_class, block_size, verbose
+    )["map_at_r"]
 
 
 def r_precision(
@@ -263,9 +269,6 @@ def r_precision(
     Reference:
         Musgrave et al., "A Metric Learning Reality Check", ECCV 2020.
     """
-    _, values, valid, q_labels = _top_r(
-        embeddings, labels, reference, reference_labels, block_size, verbose
-    )
-    if per_class:
-        return _by_class(values, q_labels, valid)
-    return float(values[valid].mean())
+    return _top_r(
+        embeddings, labels, reference, reference_labels, per_class, block_size, verbose
+    )["r_precision"]

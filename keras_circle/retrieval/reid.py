@@ -11,7 +11,7 @@ scored at least as high as the query's lowest match.
 import numpy as np
 
 from keras_circle.retrieval.checks import check_block_size
-from keras_circle.retrieval.checks import check_embeddings
+from keras_circle.retrieval.checks import check_embedding_pair
 from keras_circle.retrieval.checks import check_labels
 from keras_circle.retrieval.checks import check_ranks
 from keras_circle.retrieval.checks import query_blocks
@@ -104,13 +104,9 @@ def reid_metrics(
     """
     ranks = check_ranks(ranks, "ranks")
     check_block_size(block_size)
-    q = check_embeddings(query_embeddings, "query_embeddings")
-    g = check_embeddings(gallery_embeddings, "gallery_embeddings")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(
-            "`query_embeddings` and `gallery_embeddings` must have the same "
-            f"dim; got {q.shape[1]} and {g.shape[1]}."
-        )
+    q, g = check_embedding_pair(
+        query_embeddings, gallery_embeddings, "query_embeddings", "gallery_embeddings"
+    )
     q_ids = check_labels(query_ids, q.shape[0], "query_ids", "query_embeddings")
     q_cams = check_labels(query_cams, q.shape[0], "query_cams", "query_embeddings")
     g_ids = check_labels(gallery_ids, g.shape[0], "gallery_ids", "gallery_embeddings")
