@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -17,6 +16,7 @@ import tensorflow as tf
 from keras_circle import export
 from keras_circle.export import graph
 from keras_circle.layers import CosineProxies
+from tests.fresh_tf import serve_in_fresh_process
 
 SHAPE = (32, 32, 3)
 DIM = 16
@@ -93,35 +93,18 @@ def test_tf_serving_layout(exported):
 def test_fresh_process_without_keras_circle(exported):
     """TF alone (what TF Serving runs) loads and serves the export."""
     x = images(3)
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import numpy as np
-        import tensorflow as tf
-        loaded = tf.saved_model.load({str(exported["versions"][0])!r})
+    body = """
         serve = loaded.signatures["serving_default"]
-        x = np.asarray(json.loads(sys.stdin.read()), dtype="float32")
         out = serve(image=tf.constant(x))
         assert list(out) == ["embedding"], list(out)
-        assert "keras_circle" not in sys.modules
-        print(json.dumps({{
+        answer = {
             "inputs": sorted(serve.structured_input_signature[1]),
             "signatures": sorted(loaded.signatures),
             "dtype": out["embedding"].dtype.name,
             "embedding": out["embedding"].numpy().tolist(),
-        }}))
+        }
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps(x.tolist()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        check=True,
-    )
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    answer = serve_in_fresh_process(exported["versions"][0], body, x)
     assert answer["inputs"] == ["image"]
     assert answer["signatures"] == ["serving_bytes", "serving_default"]
     assert answer["dtype"] == "float32"

@@ -3,9 +3,6 @@
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -16,6 +13,7 @@ import pytest
 
 from keras_circle import export
 from keras_circle.search import EmbeddingIndex
+from tests.fresh_tf import serve_in_fresh_process
 
 SHAPE = (16, 16, 3)
 DIM = 8
@@ -75,35 +73,17 @@ def assert_same_search(got_ids, got_scores, index, embeddings):
 def test_serving_search_in_fresh_process_matches_index(searched):
     """TF alone loads `serving_search` and returns EmbeddingIndex.search's answer."""
     x = images(3, seed=5)
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import numpy as np
-        import tensorflow as tf
-        loaded = tf.saved_model.load({str(searched["version"])!r})
-        search = loaded.signatures["serving_search"]
-        x = np.asarray(json.loads(sys.stdin.read()), dtype="float32")
-        out = search(image=tf.constant(x))
-        assert "keras_circle" not in sys.modules
-        print(json.dumps({{
+    body = """
+        out = loaded.signatures["serving_search"](image=tf.constant(x))
+        answer = {
             "signatures": sorted(loaded.signatures),
             "outputs": sorted(out),
             "dtypes": [out["ids"].dtype.name, out["scores"].dtype.name],
             "ids": out["ids"].numpy().tolist(),
             "scores": out["scores"].numpy().tolist(),
-        }}))
+        }
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps(x.tolist()),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        check=True,
-    )
-    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    answer = serve_in_fresh_process(searched["version"], body, x)
     assert answer["signatures"] == [
         "serving_bytes",
         "serving_default",
