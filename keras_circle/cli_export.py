@@ -12,10 +12,7 @@ import sys
 
 from keras_circle import cli_search
 
-# data/conventions.py's NORMALIZATIONS, spelled out: importing keras_circle.data
-# would import TensorFlow and slow down `keras-circle --help` (a test keeps
-# the two lists equal).
-NORMALIZATIONS = ("zero_one", "symmetric", "imagenet", "caffe", "none")
+NORMALIZATIONS = cli_search.NORMALIZATIONS
 
 
 def add_export(subparsers):
@@ -142,15 +139,12 @@ def _export_preprocessing(args):
                 file=sys.stderr,
             )
         preprocessing["normalization"] = new
-    if args.normalization:
-        preprocessing["normalization"] = args.normalization
-    if args.center_crop is not None:
-        if args.center_crop < 1:
-            raise _UsageError(
-                f"--center-crop must be a positive side length; got {args.center_crop}."
-            )
-        preprocessing["resize"] = "resize_shorter_then_center_crop"
-        preprocessing["shorter_side"] = args.center_crop
+    try:
+        preprocessing.update(
+            cli_search.preprocessing_flags(args.normalization, args.center_crop)
+        )
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
     if args.top_k is not None and args.gallery is None:
         raise _UsageError("--top-k needs --gallery.")
     if args.top_k is not None and args.top_k < 1:

@@ -20,6 +20,10 @@ import os
 import sys
 
 SIDECAR = "keras_circle_index.json"
+# data/conventions.py's NORMALIZATIONS, spelled out: importing keras_circle.data
+# would import TensorFlow and slow down `keras-circle --help` (a test keeps
+# the two lists equal).
+NORMALIZATIONS = ("zero_one", "symmetric", "imagenet", "caffe", "none")
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -51,8 +55,9 @@ def add_index(subparsers):
     parser.add_argument("--batch-size", type=int, default=64, help="Images per batch.")
     parser.add_argument(
         "--normalization",
-        help="Pixel normalization for a .keras model (zero_one, symmetric, "
-        "imagenet, caffe, none; default: detected from the model).",
+        choices=NORMALIZATIONS,
+        help="Pixel normalization for a .keras model (default: detected from "
+        "the model).",
     )
     parser.add_argument(
         "--center-crop",
@@ -229,13 +234,22 @@ def load_images(data, images_key=None, labels_key=None):
     return images, labels
 
 
-def _options(args):
+def preprocessing_flags(normalization, center_crop):
+    """The partial preprocessing spec of `--normalization` and `--center-crop`.
+
+    Shared by `index` and `export`. Raises `ValueError` for a non-positive
+    `--center-crop`.
+    """
     spec = {}
-    if args.normalization:
-        spec["normalization"] = args.normalization
-    if args.center_crop:
+    if normalization:
+        spec["normalization"] = normalization
+    if center_crop is not None:
+        if center_crop < 1:
+            raise ValueError(
+                f"--center-crop must be a positive side length; got {center_crop}."
+            )
         spec["resize"] = "resize_shorter_then_center_crop"
-        spec["shorter_side"] = args.center_crop
+        spec["shorter_side"] = center_crop
     return spec
 
 
@@ -246,7 +260,9 @@ def run_index(args):
         from keras_circle.export import fingerprint_id
         from keras_circle.search import EmbeddingIndex
 
-        embedder = Embedder(args.model, _options(args))
+        embedder = Embedder(
+            args.model, preprocessing_flags(args.normalization, args.center_crop)
+        )
         items, labels = load_images(args.data, args.images_key, args.labels_key)
         embeddings = embedder.embed(items, args.batch_size, not args.no_progress)
         index = EmbeddingIndex(

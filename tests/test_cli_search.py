@@ -229,3 +229,17 @@ def test_export_gallery_of_another_model_or_preprocessing_is_refused(
     err = capsys.readouterr().err
     assert "was indexed with preprocessing {'normalization': 'zero_one'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare"]
+
+
+def test_index_flags_are_checked_as_export_checks_them(gallery, tmp_path, capsys):
+    root = gallery["root"]
+    args = ["index", str(root / "model.keras"), str(root / "gallery.npz")]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([*args, "--normalization", "minus_one_to_one"])
+    out = tmp_path / "index"
+    code = cli.main([*args, "--out", str(out), "--center-crop", "0", "--no-progress"])
+    assert code == 1
+    assert "--center-crop must be a positive side length; got 0" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
