@@ -96,3 +96,13 @@ def test_example_entry_point_runs_its_own_recipe(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
         tasks.example_main(tasks.person_reid.RECIPE, argv)
     assert not (tmp_path / "run").exists()
+
+
+def test_example_train_and_evaluate_runs_its_own_recipe(tmp_path):
+    """`train.train_and_evaluate` of an example: named for its recipe, refuses others."""
+    train_and_evaluate = tasks.example_train_and_evaluate(tasks.person_reid.RECIPE)
+    assert "person_reid" in train_and_evaluate.__doc__
+    config = config_lib.load_config(ROOT / "configs/small/face_recognition.json")
+    with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
