@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras_circle import config as config_lib
 from keras_circle import data
 from keras_circle import tasks
+from keras_circle.pipeline import datasets
 from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
 from keras_circle.pipeline import run_folder
@@ -126,3 +127,13 @@ def test_loss_plot_is_drawn_from_the_history_read_once(tmp_path):
         config, tmp_path, None, None, NoMetrics(), history=history
     )
     assert report["artifacts"]["plots"] == [str(tmp_path / "plots" / "loss.png")]
+
+
+def test_load_source_runs_the_loader_of_data_source():
+    config = config_lib.from_dict({"task": "person_reid", "data": {"source": "msmt17"}})
+    loaders = {"market1501": lambda c: "market", "msmt17": lambda c: c.data.source}
+    assert datasets.load_source(config, "person_reid", loaders) == "msmt17"
+    with pytest.raises(config_lib.ConfigError, match=r"\['market1501'\]"):
+        datasets.load_source(
+            config, "person_reid", {"market1501": loaders["market1501"]}
+        )
