@@ -1,8 +1,8 @@
 """Diagnostic plots for metric learning, each written to a PNG file.
 
 Recall@K curves, the Circle loss decision boundary with a batch's pair
-similarities (the paper's Fig. 5), positive/negative similarity histograms and
-verification ROC curves. Figures are drawn with matplotlib's object API on the
+similarities (the paper's Fig. 5), positive/negative similarity histograms,
+verification ROC curves and a run's training loss. Figures are drawn with matplotlib's object API on the
 Agg canvas: no pyplot, no change to the global backend, safe in threads and on
 machines without a display.
 """
@@ -347,5 +347,39 @@ def plot_roc(fpr, tpr, path, fars=(1e-3, 1e-4), *, auc=None, title="ROC"):
     axes.set_ylabel("true accept rate")
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_loss_curve(losses, path, *, title="Training loss"):
+    """Plots a run's training loss, one point per round (backup interval).
+
+    Args:
+        losses: One loss per round, e.g. the `"loss"` column of the run's
+            `history.csv` (`report["history"]["loss"]`). `None` (a round that
+            logged no loss) leaves a gap.
+        path: Where to write the PNG.
+        title: Figure title. Defaults to `"Training loss"`.
+
+    Returns:
+        `path` as a string.
+    """
+    try:
+        values = np.array(
+            [np.nan if v is None else v for v in losses], dtype=np.float64
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`losses` must be a sequence of numbers (or None); got {losses!r}."
+        ) from error
+    if values.ndim != 1 or not np.isfinite(values).any():
+        raise ValueError(
+            "`losses` must be a flat sequence with at least one finite loss; "
+            f"got {losses!r}."
+        )
+    figure, axes = _axes(figsize=(5.5, 4))
+    axes.plot(np.arange(1, len(values) + 1), values, marker="o")
+    axes.set_xlabel("round (backup interval)")
+    axes.set_ylabel("training loss")
     axes.set_title(title)
     return _save(figure, path)

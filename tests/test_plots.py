@@ -124,3 +124,10 @@ def test_plot_roc(tmp_path, rng):
     _assert_png(path)
     with pytest.raises(ValueError, match="same length"):
         plots.plot_roc([0, 1], [0, 0.5, 1], tmp_path / "bad.png")
+
+
+def test_plot_loss_curve_leaves_gaps_and_rejects_bad_losses(tmp_path):
+    _assert_png(plots.plot_loss_curve([2.3, None, 1.1, 0.7], tmp_path / "loss.png"))
+    for bad in ([], [None], ["high"], [[1.0, 2.0]]):
+        with pytest.raises(ValueError, match="`losses`"):
+            plots.plot_loss_curve(bad, tmp_path / "bad.png")

@@ -2,25 +2,15 @@
 
     python examples/person_reid/train.py [CONFIG] [--workdir DIR] [--set key=value]
 
-The recipe (data, model, loss, protocol) is
-`keras_circle.tasks.person_reid`; the machinery it runs in (strategy,
-resumable fit, report, export) is `keras_circle.pipeline`. CONFIG
-defaults to `configs/person_reid.json`.
+Names its recipe, `keras_circle.tasks.person_reid`; the command line and
+`train_and_evaluate(config, workdir)` are `keras_circle.tasks.example_main`
+and `keras_circle.tasks.example_train_and_evaluate` for it.
 """
 
-from keras_circle import pipeline
 from keras_circle import tasks
 from keras_circle.tasks.person_reid import RECIPE
 
-
-def train_and_evaluate(config, workdir):
-    """Trains and evaluates `config` (a `keras_circle.config.Config`) in `workdir`.
-
-    Returns:
-        The report dict, also written to `workdir/report.json`.
-    """
-    return pipeline.train_and_evaluate(config, workdir, RECIPE)
-
+train_and_evaluate = tasks.example_train_and_evaluate(RECIPE)
 
 if __name__ == "__main__":
     tasks.example_main(RECIPE)

@@ -1,8 +1,10 @@
 """Data every recipe can share (TensorFlow only).
 
-`fashion_mnist(config)`: the packaged Fashion-MNIST subset as a `TaskData`
-(offline runs of any family: tests, the demo), and `image_dataset`: batches
-of test images for evaluation, from arrays, file paths or a TFDS source.
+`load_source(config, task, loaders)`: the `TaskData` of `data.source` from
+a recipe's table of loaders; `fashion_mnist(config)`: the packaged
+Fashion-MNIST subset as a `TaskData` (offline runs of any family: tests, the
+demo); and `image_dataset`: batches of test images for evaluation, from
+arrays, file paths or a TFDS source.
 """
 
 import numpy as np
@@ -62,14 +64,22 @@ def image_dataset(items, preprocess, batch_size):
     return ds.map(lambda x, y: x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def check_source(config, task, sources):
-    """Refuses a `data.source` that the recipe of `task` does not load.
+def load_source(config, task, loaders):
+    """The `TaskData` of `data.source`, loaded by the recipe of `task`.
+
+    Args:
+        config: A `keras_circle.config.Config`.
+        task: The recipe's task, named in the error.
+        loaders: `{source: loader}`, every data set the recipe loads, each
+            loader `config -> TaskData`.
 
     Raises:
         ConfigError: naming the source, the task and the sources it loads.
     """
-    if config.data.source not in sources:
+    source = config.data.source
+    if source not in loaders:
         raise ConfigError(
-            f"`data.source` {config.data.source!r} is not a data set of task "
-            f"{task!r}; its recipe loads {list(sources)}."
+            f"`data.source` {source!r} is not a data set of task "
+            f"{task!r}; its recipe loads {list(loaders)}."
         )
+    return loaders[source](config)

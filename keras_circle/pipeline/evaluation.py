@@ -36,43 +36,23 @@ def jsonable(value):
     return value
 
 
-def _plot_history(workdir, plot_dir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    lines = (
-        (workdir / "history.csv").read_text().split()
-        if (workdir / "history.csv").exists()
-        else []
-    )
-    if len(lines) < 2:
-        return
-    header = lines[0].split(",")
-    column = header.index("loss")
-    losses = [float(row.split(",")[column]) for row in lines[1:]]
-    figure, axes = plt.subplots(figsize=(5.5, 4))
-    axes.plot(range(1, len(losses) + 1), losses, marker="o")
-    axes.set_xlabel("round (backup interval)")
-    axes.set_ylabel("training loss")
-    figure.tight_layout()
-    figure.savefig(plot_dir / "loss.png", dpi=100)
-    plt.close(figure)
-
-
-def evaluate_and_report(config, workdir, embedder, task_data, recipe, out_dir=None):
+def evaluate_and_report(
+    config, workdir, embedder, task_data, recipe, out_dir=None, history=None
+):
     """Runs the recipe's protocol; returns the report dict (not yet written).
 
-    Plots go to `out_dir/plots` (`out_dir` defaults to `workdir`).
+    Plots go to `out_dir/plots` (`out_dir` defaults to `workdir`), with the
+    training loss of `history` (`run_folder.read_history`) when it has one.
     """
     from keras_circle import config as config_lib
+    from keras_circle import plots
 
     plot_dir = (out_dir or workdir) / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     metrics = recipe.evaluate(config, embedder, task_data, plot_dir)
-    if config.eval.plots:
-        _plot_history(workdir, plot_dir)
+    losses = (history or {}).get("loss") or []
+    if config.eval.plots and any(loss is not None for loss in losses):
+        plots.plot_loss_curve(losses, plot_dir / "loss.png")
     return {
         "task": config.task,
         "metrics": jsonable(metrics),
@@ -92,29 +72,24 @@ def export_embedder(config, workdir, embedder, task_data, *, allow_shape_change=
     """
     from keras_circle import export
 
+    # Both exports serve the evaluated spec and report progress alike.
+    common = {
+        "preprocessing": task_data.preprocessing,
+        "progress": config.train.verbose > 0,
+    }
     out = {}
-    preprocessing = task_data.preprocessing
-    verbose = config.train.verbose > 0
     if config.eval.export_saved_model:
-        out["saved_model"] = str(
-            export.export_saved_model(
-                embedder,
-                workdir / "export" / "saved_model",
-                preprocessing=preprocessing,
-                allow_shape_change=allow_shape_change,
-                progress=verbose,
-            )
+        out["saved_model"] = export.export_saved_model(
+            embedder,
+            workdir / "export" / "saved_model",
+            allow_shape_change=allow_shape_change,
+            **common,
         )
     if config.eval.export_onnx:
-        out["onnx"] = str(
-            export.export_onnx(
-                embedder,
-                workdir / "export" / "embedder.onnx",
-                preprocessing=preprocessing,
-                progress=verbose,
-            )
+        out["onnx"] = export.export_onnx(
+            embedder, workdir / "export" / "embedder.onnx", **common
         )
-    return out
+    return {name: str(path) for name, path in out.items()}
 
 
 def write_report(workdir, report):

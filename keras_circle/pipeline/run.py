@@ -28,7 +28,6 @@ Workdir layout: `config.json`, `backup/`, `checkpoints/last.keras`,
 `plots/*.png`, `export/saved_model/<version>/`, `export/embedder.onnx`.
 """
 
-import csv
 import importlib.util
 import json
 import math
@@ -216,23 +215,6 @@ def _fit_multi_worker(config, workdir, recipe, task, strategy, schedule, start):
     return model, export.get_embedder(model), steps
 
 
-def _float(text):
-    try:
-        return float(text)
-    except ValueError:  # CSVLogger writes "NA" for a metric it lacks
-        return None
-
-
-def _history(workdir):
-    path = workdir / "history.csv"
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        rows = [row for row in csv.DictReader(f) if row.get("epoch") != "epoch"]
-    names = rows[0].keys() if rows else ()
-    return {name: [_float(row[name]) for row in rows] for name in names}
-
-
 def _check_recipe(config, recipe):
     if config.task != recipe.task:
         raise config_lib.ConfigError(
@@ -330,13 +312,16 @@ def train_and_evaluate(
         )
     train_seconds = time.time() - start_time
     model.save(workdir / "model.keras")
-    report = evaluation.evaluate_and_report(config, workdir, embedder, task, recipe)
+    history = run_folder.read_history(workdir)
+    report = evaluation.evaluate_and_report(
+        config, workdir, embedder, task, recipe, history=history
+    )
     report.update(
         steps=steps,
         expected_steps=total,
         replicas=strategy.num_replicas_in_sync,
         strategy=type(strategy).__name__,
-        history=_history(workdir),
+        history=history,
         seconds={"train": train_seconds, "total": time.time() - start_time},
     )
     report["artifacts"].update(
@@ -376,7 +361,13 @@ def evaluate(config, workdir, recipe):
     embedder = export.get_embedder(model)
     out = workdir / "evaluation"
     report = evaluation.evaluate_and_report(
-        config, workdir, embedder, recipe.load_data(config), recipe, out_dir=out
+        config,
+        workdir,
+        embedder,
+        recipe.load_data(config),
+        recipe,
+        out_dir=out,
+        history=run_folder.read_history(workdir),
     )
     evaluation.write_report(out, report)
     return report

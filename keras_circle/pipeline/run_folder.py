@@ -241,6 +241,27 @@ def resume_point(workdir, backup_every, total, steps_per_epoch):
     return done
 
 
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:  # CSVLogger writes "NA" for a metric it lacks
+        return None
+
+
+def read_history(workdir):
+    """`history.csv` of `workdir` as `{column: [value per round]}`.
+
+    A value the log lacks is `None`; no file gives `{}`.
+    """
+    path = pathlib.Path(workdir) / "history.csv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("epoch") != "epoch"]
+    names = rows[0].keys() if rows else ()
+    return {name: [_float(row[name]) for row in rows] for name in names}
+
+
 def trim_history(workdir, rounds):
     """Drops rows of `history.csv` for rounds after the first `rounds`."""
     path = pathlib.Path(workdir) / "history.csv"

@@ -82,6 +82,24 @@ def example_main(recipe, argv=None):
     return report
 
 
+def example_train_and_evaluate(recipe):
+    """`train_and_evaluate(config, workdir)` of `examples/<family>/train.py`.
+
+    The Flax-style entry point of an example: trains and evaluates `config`
+    (a `keras_circle.config.Config` of `recipe.task`) in `workdir` and
+    returns the report dict, also written to `workdir/report.json`.
+    """
+
+    def train_and_evaluate(config, workdir):
+        return pipeline.train_and_evaluate(config, workdir, recipe)
+
+    train_and_evaluate.__doc__ = (
+        f"Trains and evaluates `config` with the {recipe.task} recipe in "
+        "`workdir`; returns the report dict (also `workdir/report.json`)."
+    )
+    return train_and_evaluate
+
+
 def deprecated_train_lib(recipe):
     """`train_and_evaluate(config, workdir)` of the old `examples/*/train_lib.py`.
 
@@ -89,6 +107,7 @@ def deprecated_train_lib(recipe):
     example folder does. Goes in the next release.
     """
     where = f"examples/{recipe.task}"
+    run = example_train_and_evaluate(recipe)
 
     def train_and_evaluate(config, workdir):
         warnings.warn(
@@ -97,6 +116,6 @@ def deprecated_train_lib(recipe):
             DeprecationWarning,
             stacklevel=2,
         )
-        return pipeline.train_and_evaluate(config, workdir, recipe)
+        return run(config, workdir)
 
     return train_and_evaluate

@@ -26,12 +26,9 @@ from keras_circle.pipeline.recipe import TaskData
 TASK = "face_recognition"
 
 
-def load_data(config):
-    """Identity folders and LFW pairs (or Fashion-MNIST), as a `TaskData`."""
-    datasets.check_source(config, TASK, ("identity_folders", "fashion_mnist"))
+def _identity_folders(config):
+    """Identity folders of `data.root`, evaluated on LFW pairs."""
     dc = config.data
-    if dc.source == "fashion_mnist":
-        return datasets.fashion_mnist(config)
     paths, labels, names = data.load_identity_folders(dc.root)
     if not dc.lfw_pairs:
         raise ConfigError(
@@ -50,6 +47,15 @@ def load_data(config):
         preprocessing=data.face_spec(size),
         eval_sets={"pairs": pairs},
     )
+
+
+def load_data(config):
+    """Identity folders and LFW pairs (or Fashion-MNIST), as a `TaskData`."""
+    loaders = {
+        "identity_folders": _identity_folders,
+        "fashion_mnist": datasets.fashion_mnist,
+    }
+    return datasets.load_source(config, TASK, loaders)
 
 
 def _test_pairs(config, embedder, task_data):

@@ -25,12 +25,9 @@ from keras_circle.pipeline.recipe import TaskData
 TASK = "fine_grained_retrieval"
 
 
-def load_data(config):
-    """The TFDS set `data.name` (or Fashion-MNIST), as a `TaskData`."""
-    datasets.check_source(config, TASK, ("tfds", "fashion_mnist"))
+def _tfds(config):
+    """The TFDS set `data.name`: train classes, and unseen test classes."""
     dc = config.data
-    if dc.source == "fashion_mnist":
-        return datasets.fashion_mnist(config)
     train = data.load_fine_grained(dc.name, "train", data_dir=dc.tfds_data_dir)
     test = data.load_fine_grained(dc.name, "test", data_dir=dc.tfds_data_dir)
     source = data.TfdsSource(train)
@@ -51,6 +48,12 @@ def load_data(config):
         preprocessing=data.fine_grained_spec(size, normalization="symmetric"),
         eval_sets={"test": (test_source, test_source.labels, None)},
     )
+
+
+def load_data(config):
+    """The TFDS set `data.name` (or Fashion-MNIST), as a `TaskData`."""
+    loaders = {"tfds": _tfds, "fashion_mnist": datasets.fashion_mnist}
+    return datasets.load_source(config, TASK, loaders)
 
 
 def evaluate(config, embedder, task_data, plot_dir):

@@ -39,12 +39,9 @@ def _fashion_mnist(config):
     return task_data
 
 
-def load_data(config):
-    """The re-ID folders of `data.root` (or Fashion-MNIST), as a `TaskData`."""
-    datasets.check_source(config, TASK, ("market1501", "msmt17", "fashion_mnist"))
+def _reid_folders(config):
+    """The Market-1501 or MSMT17 folders of `data.root`, as released."""
     dc = config.data
-    if dc.source == "fashion_mnist":
-        return _fashion_mnist(config)
     if dc.source == "market1501":
         split = data.load_market1501(dc.root)
     else:
@@ -65,6 +62,16 @@ def load_data(config):
             for role in ("query", "gallery")
         },
     )
+
+
+def load_data(config):
+    """The re-ID folders of `data.root` (or Fashion-MNIST), as a `TaskData`."""
+    loaders = {
+        "market1501": _reid_folders,
+        "msmt17": _reid_folders,
+        "fashion_mnist": _fashion_mnist,
+    }
+    return datasets.load_source(config, TASK, loaders)
 
 
 def evaluate(config, embedder, task_data, plot_dir):

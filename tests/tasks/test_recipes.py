@@ -9,7 +9,10 @@ import tensorflow as tf
 from keras_circle import config as config_lib
 from keras_circle import data
 from keras_circle import tasks
+from keras_circle.pipeline import datasets
+from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
+from keras_circle.pipeline import run_folder
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -96,3 +99,41 @@ def test_example_entry_point_runs_its_own_recipe(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
         tasks.example_main(tasks.person_reid.RECIPE, argv)
     assert not (tmp_path / "run").exists()
+
+
+def test_example_train_and_evaluate_runs_its_own_recipe(tmp_path):
+    """`train.train_and_evaluate` of an example: named for its recipe, refuses others."""
+    train_and_evaluate = tasks.example_train_and_evaluate(tasks.person_reid.RECIPE)
+    assert "person_reid" in train_and_evaluate.__doc__
+    config = config_lib.load_config(ROOT / "configs/small/face_recognition.json")
+    with pytest.raises(config_lib.ConfigError, match="'person_reid'"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_loss_plot_is_drawn_from_the_history_read_once(tmp_path):
+    """`read_history` keeps a round without loss as None; the report plots it."""
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,2.5\n1,NA\n2,1.5\n")
+    history = run_folder.read_history(tmp_path)
+    assert history == {"epoch": [0.0, 1.0, 2.0], "loss": [2.5, None, 1.5]}
+    (tmp_path / "history.csv").unlink()  # the plot must not read it again
+    config = config_lib.load_config(ROOT / "configs/small/face_recognition.json")
+
+    class NoMetrics:
+        def evaluate(self, config, embedder, task_data, plot_dir):
+            return {}
+
+    report = evaluation.evaluate_and_report(
+        config, tmp_path, None, None, NoMetrics(), history=history
+    )
+    assert report["artifacts"]["plots"] == [str(tmp_path / "plots" / "loss.png")]
+
+
+def test_load_source_runs_the_loader_of_data_source():
+    config = config_lib.from_dict({"task": "person_reid", "data": {"source": "msmt17"}})
+    loaders = {"market1501": lambda c: "market", "msmt17": lambda c: c.data.source}
+    assert datasets.load_source(config, "person_reid", loaders) == "msmt17"
+    with pytest.raises(config_lib.ConfigError, match=r"\['market1501'\]"):
+        datasets.load_source(
+            config, "person_reid", {"market1501": loaders["market1501"]}
+        )
