@@ -1,8 +1,8 @@
 """Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`.
 
 The layer is called with the labels and writes the queue; `XBMCircleLoss()`
-holds no state. The deprecated `XBMCircleLoss(memory)` keeps a copy of the
-tests (named `test_deprecated_*`).
+holds no state. The deprecated `XBMCircleLoss(memory)` is tested too: tests
+parametrized by `deprecated`, or named `test_deprecated_*`.
 """
 
 import warnings
@@ -42,17 +42,31 @@ def _deprecated_loss(memory, **kwargs):
         return XBMCircleLoss(memory, **kwargs)
 
 
-def test_correctness_and_wrap_around(rng):
+def _loss(memory, deprecated, **kwargs):
+    return _deprecated_loss(memory, **kwargs) if deprecated else XBMCircleLoss(**kwargs)
+
+
+def _forward(memory, labels, embeddings, deprecated, training=True):
+    """What the loss reads: the memory rows, or (deprecated usage) the
+    embeddings once the layer has armed the loss's write."""
+    if deprecated:
+        memory(embeddings, training=training)
+        return embeddings
+    return memory(embeddings, labels=labels, training=training)
+
+
+@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
+def test_correctness_and_wrap_around(rng, deprecated):
     memory = CrossBatchMemory(8)
-    loss = XBMCircleLoss(gamma=32.0, margin=0.25)
+    loss = _loss(memory, deprecated, gamma=32.0, margin=0.25)
     mem_labels = np.zeros((0,), "int64")
     mem_embeddings = np.zeros((0, 4), "float32")
     for step in range(4):
         labels = rng.integers(0, 3, size=6)
         embeddings = rng.normal(size=(6, 4)).astype("float32")
-        rows = memory(embeddings, labels=labels, training=True)
-        assert tuple(rows.shape) == (6 + 8, 4 + 2)
-        value = float(loss(labels, rows))
+        y_pred = _forward(memory, labels, embeddings, deprecated)
+        assert tuple(y_pred.shape) == ((6, 4) if deprecated else (6 + 8, 4 + 2))
+        value = float(loss(labels, y_pred))
         expected = _reference(
             labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
         )
@@ -68,26 +82,6 @@ def test_correctness_and_wrap_around(rng):
             np.testing.assert_allclose(
                 memory.embeddings.numpy()[order], mem_embeddings, atol=1e-7
             )
-
-
-def test_deprecated_correctness_and_wrap_around(rng):
-    memory = CrossBatchMemory(8)
-    loss = _deprecated_loss(memory, gamma=32.0, margin=0.25)
-    mem_labels = np.zeros((0,), "int64")
-    mem_embeddings = np.zeros((0, 4), "float32")
-    for step in range(4):
-        labels = rng.integers(0, 3, size=6)
-        embeddings = rng.normal(size=(6, 4)).astype("float32")
-        memory(embeddings, training=True)
-        value = float(loss(labels, embeddings))
-        expected = _reference(
-            labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
-        )
-        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
-        mem_labels = np.concatenate([mem_labels, labels])[-8:]
-        mem_embeddings = np.concatenate([mem_embeddings, embeddings])[-8:]
-        assert int(memory.filled.numpy()) == min(6 * (step + 1), 8)
-        assert int(memory.pointer.numpy()) == 6 * (step + 1) % 8
 
 
 def test_loss_sees_the_pre_batch_memory(rng):
@@ -242,38 +236,16 @@ def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
 )
-def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
+@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
+def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng, deprecated):
     """A batch size known only at run time cannot raise under XLA: NaN."""
     import tensorflow as tf
 
     memory = CrossBatchMemory(4)
     memory.build((None, 3))
-    loss = XBMCircleLoss()
+    loss = _loss(memory, deprecated)
     step = tf.function(
-        lambda y, x: loss(y, memory(x, labels=y)),
-        jit_compile=True,
-        input_signature=[
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None, 3], tf.float32),
-        ],
-    )
-    x = rng.normal(size=(6, 3)).astype("float32")
-    assert np.isnan(float(step(np.array([0, 0, 1, 1, 2, 2]), x)))
-    assert np.isfinite(float(step(np.array([0, 0, 1, 1]), x[:4])))
-
-
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
-)
-def test_deprecated_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
-    """A batch size known only at run time cannot raise under XLA: NaN."""
-    import tensorflow as tf
-
-    memory = CrossBatchMemory(4)
-    memory.build((None, 3))
-    loss = _deprecated_loss(memory)
-    step = tf.function(
-        lambda y, x: loss(y, x),
+        lambda y, x: loss(y, _forward(memory, y, x, deprecated, training=None)),
         jit_compile=True,
         input_signature=[
             tf.TensorSpec([None], tf.int64),

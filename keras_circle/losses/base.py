@@ -1,4 +1,4 @@
-"""`IntegerLabelLoss`: the base of every keras_circle loss.
+"""`IntegerLabelLoss`: the base of every keras_circle loss (and `CircleLossBase`).
 
 Two things differ from `keras.losses.Loss`:
 
@@ -123,3 +123,25 @@ class IntegerLabelLoss(keras.losses.Loss):
 
     def _hyperparameters(self):
         return {}
+
+
+class CircleLossBase(IntegerLabelLoss):
+    """An `IntegerLabelLoss` configured by the Circle loss hyperparameters.
+
+    `gamma` (scale), `margin` (relaxation, in `[0, 1)`) and
+    `stop_alpha_gradient`, checked here and saved in the config: the pair-wise
+    `CircleLoss` and the class-level `ClassCircleLoss` take the same three.
+    """
+
+    def __init__(self, gamma, margin, stop_alpha_gradient, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.gamma = _checks.check_gamma(gamma)
+        self.margin = _checks.check_margin(margin)
+        self.stop_alpha_gradient = bool(stop_alpha_gradient)
+
+    def _hyperparameters(self):
+        return {
+            "gamma": self.gamma,
+            "margin": self.margin,
+            "stop_alpha_gradient": self.stop_alpha_gradient,
+        }

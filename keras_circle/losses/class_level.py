@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_circle import _checks
-from keras_circle.losses.base import IntegerLabelLoss
+from keras_circle.losses.base import CircleLossBase
 from keras_circle.losses.pairwise import circle_pair_logits
 
 
@@ -154,7 +154,7 @@ def class_circle_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
-class ClassCircleLoss(IntegerLabelLoss):
+class ClassCircleLoss(CircleLossBase):
     """Circle loss for class-level labels (Sun et al., CVPR 2020, section 3.1).
 
     Takes the cosines between each embedding and one proxy per class (the
@@ -208,7 +208,8 @@ class ClassCircleLoss(IntegerLabelLoss):
 
     Reference:
         Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity
-        Optimization", CVPR 2020 (arXiv 2002.10857).
+        Optimization", CVPR 2020 (arXiv 2002.10857); class-level labels as in
+        its face recognition experiments.
     """
 
     def __init__(
@@ -221,10 +222,7 @@ class ClassCircleLoss(IntegerLabelLoss):
         name="class_circle_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = _checks.check_gamma(gamma)
-        self.margin = _checks.check_margin(margin)
-        self.stop_alpha_gradient = bool(stop_alpha_gradient)
+        super().__init__(gamma, margin, stop_alpha_gradient, reduction, name, dtype)
         self.sampled = bool(sampled)
 
     def per_sample(self, labels, y_pred):
@@ -239,9 +237,4 @@ class ClassCircleLoss(IntegerLabelLoss):
         return losses, ops.ones_like(losses, dtype="bool")
 
     def _hyperparameters(self):
-        return {
-            "gamma": self.gamma,
-            "margin": self.margin,
-            "stop_alpha_gradient": self.stop_alpha_gradient,
-            "sampled": self.sampled,
-        }
+        return {**super()._hyperparameters(), "sampled": self.sampled}

@@ -7,7 +7,7 @@ from keras_circle import _checks
 from keras_circle import distribute
 from keras_circle import kernels
 from keras_circle import similarity
-from keras_circle.losses.base import IntegerLabelLoss
+from keras_circle.losses.base import CircleLossBase
 
 
 class CirclePairLogits(kernels.PairLogits):
@@ -191,7 +191,7 @@ def pairwise_circle_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_circle")
-class CircleLoss(IntegerLabelLoss):
+class CircleLoss(CircleLossBase):
     """Circle loss for pair-wise labels (Sun et al., CVPR 2020, Eq. 6).
 
     Each sample of the batch is an anchor; every other sample with the same
@@ -267,10 +267,7 @@ class CircleLoss(IntegerLabelLoss):
         name="circle_loss",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = _checks.check_gamma(gamma)
-        self.margin = _checks.check_margin(margin)
-        self.stop_alpha_gradient = bool(stop_alpha_gradient)
+        super().__init__(gamma, margin, stop_alpha_gradient, reduction, name, dtype)
 
     def per_sample(self, labels, y_pred):
         return _circle_per_sample(
@@ -282,10 +279,3 @@ class CircleLoss(IntegerLabelLoss):
             names=("y_true", "y_pred"),
             gather=True,
         )
-
-    def _hyperparameters(self):
-        return {
-            "gamma": self.gamma,
-            "margin": self.margin,
-            "stop_alpha_gradient": self.stop_alpha_gradient,
-        }

@@ -148,14 +148,9 @@ def triplet_loss(
     """
     margin = _check_triplet_options(mining, distance, margin)
     labels, factor = _checks.integer_labels(labels, "labels")
+    names = ("labels", "embeddings")
     losses, _ = _triplet_per_sample(
-        labels,
-        embeddings,
-        margin,
-        mining,
-        distance,
-        l2_normalize,
-        ("labels", "embeddings"),
+        labels, embeddings, margin, mining, distance, l2_normalize, names
     )
     return _checks.poison(losses, factor)
 
