@@ -76,9 +76,17 @@ def build_embedder(config):
 
 
 def build_training_model(config, embedder, num_classes):
-    """The model `fit` trains: the embedder, plus proxies for class labels."""
+    """The model `fit` trains: the embedder, plus proxies for class labels.
+
+    `keras.losses.Circle` (`loss.name="keras_circle"`) does not normalise and
+    its documentation asks for L2-normalised embeddings: it gets them through
+    a `keras.layers.UnitNormalization` (our losses normalise inside).
+    """
     if config.loss.labels == "pair":
-        return embedder
+        if config.loss.name != "keras_circle":
+            return embedder
+        unit = keras.layers.UnitNormalization(name="unit_embedding")(embedder.output)
+        return keras.Model(embedder.input, unit, name="trainer")
     cosine = kc.CosineProxies(num_classes, name="proxies")(embedder.output)
     return keras.Model(embedder.input, cosine, name="trainer")
 

@@ -63,6 +63,21 @@ def test_reid_on_fashion_mnist_has_query_and_gallery_on_other_cameras():
     assert set(sets["query"][2]) == {1} and set(sets["gallery"][2]) == {2}
 
 
+def test_keras_circle_peer_trains_on_unit_embeddings():
+    config = config_lib.from_dict(
+        {
+            "loss": {"name": "keras_circle", "labels": "pair"},
+            "model": {"backbone": "small_cnn", "embedding_dim": 8},
+            "data": {"image_size": [28, 28], "channels": 1},
+        }
+    )
+    trainer, embedder = models.build_models(config, num_classes=10)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    norms = np.linalg.norm(np.asarray(trainer(x)), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    assert trainer.input is embedder.input
+
+
 @pytest.mark.parametrize(
     "name, labels, cls",
     [
