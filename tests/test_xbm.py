@@ -2,7 +2,8 @@
 
 The layer is called with the labels and writes the queue; `XBMCircleLoss()`
 holds no state. The deprecated `XBMCircleLoss(memory)` is tested too: tests
-parametrized by `deprecated`, or named `test_deprecated_*`.
+parametrized by `deprecated`, or named `test_deprecated_*`. Two replicas:
+tests/test_distribute.py::test_xbm_fit_matches_single_device.
 """
 
 import warnings
@@ -279,60 +280,3 @@ def test_numpy_integer_size_is_accepted():
             CrossBatchMemory(bad)
     with pytest.raises(ValueError, match="size"):
         CrossBatchMemory(np.int32(0))
-
-
-def _replica_fit(weights, batches, strategy=None):
-    """SGD over the global `batches` in order; returns weights and queue."""
-    import tensorflow as tf
-
-    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
-    with scope:
-        model, _ = _model()
-        model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=XBMCircleLoss())
-    dataset = None
-    for x, y in batches:
-        batch = tf.data.Dataset.from_tensors(((x, y), y))
-        dataset = batch if dataset is None else dataset.concatenate(batch)
-    history = model.fit(dataset, shuffle=False, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
-    return model.get_weights()
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
-def test_two_replica_fit_matches_single_device():
-    """Each replica's anchors meet the global batch and the pre-batch memory,
-    and the global batch is enqueued: five steps (16, 16, 16, 7 and 1 samples,
-    one replica empty at the end) through a queue of 24 give the weights and
-    queue of one device."""
-    from tests.mirrored import mirrored_strategy
-
-    def data(labels, seed):
-        labels = np.asarray(labels, dtype="int32")
-        x = np.random.default_rng(seed).normal(size=(len(labels), 6))
-        return (x + 0.5 * labels[:, None]).astype("float32"), labels
-
-    batches = [
-        data(np.tile(np.arange(4), 4), 0),
-        data(np.repeat(np.arange(4), 4), 1),
-        data([0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5], 2),
-        data([0, 1, 2, 0, 1, 2, 3], 3),
-        data([3], 4),
-    ]
-    weights = _model()[0].get_weights()
-    single = _replica_fit(weights, batches)
-    mirrored = _replica_fit(weights, batches, mirrored_strategy())
-    # The memory changed the steps: plain Circle loss trains other kernels.
-    plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8)])
-    plain.set_weights(weights[:2])
-    plain.compile(optimizer=keras.optimizers.SGD(0.5), loss=CircleLoss())
-    for x, y in batches:
-        plain.train_on_batch(x, y)
-    assert float(np.max(np.abs(plain.get_weights()[0] - single[0]))) > 1e-4
-    assert all(np.all(np.isfinite(w)) for w in mirrored)
-    for a, b in zip(single[:2], mirrored[:2], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
-    _, _, queue, labels, pointer, filled, _ = mirrored
-    assert (int(pointer), int(filled)) == (56 % 24, 24)
-    np.testing.assert_array_equal(labels, single[3])
-    np.testing.assert_allclose(queue, single[2], rtol=1e-4, atol=1e-4)
