@@ -170,6 +170,13 @@ def test_deprecated_usage_warns_and_still_works(rng):
         XBMCircleLoss()
 
 
+def test_empty_batch_is_rejected_by_the_layer():
+    """Not an error from deep inside the backend's reductions."""
+    memory = CrossBatchMemory(8)
+    with pytest.raises(ValueError, match="`inputs` and `labels` hold an empty batch"):
+        memory(np.zeros((0, 3), "float32"), labels=np.zeros((0,), "int32"))
+
+
 def test_plain_embeddings_are_rejected_by_the_new_loss():
     with pytest.raises(ValueError, match="4 rows for 4 labels.*labels="):
         XBMCircleLoss()(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
