@@ -137,17 +137,6 @@ def test_loss_holds_no_state(rng):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
-def test_not_training_does_not_enqueue(rng):
-    memory = CrossBatchMemory(8)
-    x = rng.normal(size=(4, 3)).astype("float32")
-    labels = np.array([0, 0, 1, 1])
-    memory(x, labels=labels, training=False)
-    memory(x, labels=labels)
-    assert int(memory.filled.numpy()) == 0
-    memory(x, labels=labels, training=True)
-    assert int(memory.filled.numpy()) == 4
-
-
 def test_deprecated_not_training_does_not_enqueue(rng):
     memory = CrossBatchMemory(8)
     loss = _deprecated_loss(memory)
@@ -168,13 +157,6 @@ def test_deprecated_usage_warns_and_still_works(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         XBMCircleLoss()
-
-
-def test_empty_batch_is_rejected_by_the_layer():
-    """Not an error from deep inside the backend's reductions."""
-    memory = CrossBatchMemory(8)
-    with pytest.raises(ValueError, match="`inputs` and `labels` hold an empty batch"):
-        memory(np.zeros((0, 3), "float32"), labels=np.zeros((0,), "int32"))
 
 
 def test_plain_embeddings_are_rejected_by_the_new_loss():
@@ -223,15 +205,6 @@ def test_fit_evaluate_and_save(rng, tmp_path, deprecated):
     assert int(xbm.pointer.numpy()) == int(memory.pointer.numpy())
 
 
-def test_memory_smaller_than_the_batch_is_rejected(rng):
-    """Two entries of one step would be written to one slot."""
-    memory = CrossBatchMemory(4)
-    x = rng.normal(size=(6, 3)).astype("float32")
-    with pytest.raises(ValueError, match=r"batch \(6 samples\).*\(4 entries\)"):
-        memory(x, labels=np.array([0, 0, 1, 1, 2, 2]), training=True)
-    assert int(keras.ops.convert_to_numpy(memory.filled)) == 0
-
-
 def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
     memory = CrossBatchMemory(4)
     x = rng.normal(size=(6, 3)).astype("float32")
@@ -276,14 +249,3 @@ def test_memory_of_the_wrong_dim_is_rejected():
     memory.build((None, 5))
     with pytest.raises(ValueError, match="y_pred.*3 dimensions.*'queue' holds 5"):
         _deprecated_loss(memory)(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
-
-
-def test_numpy_integer_size_is_accepted():
-    memory = CrossBatchMemory(np.int64(8))
-    assert memory.size == 8 and type(memory.size) is int
-    assert memory.get_config()["size"] == 8
-    for bad in (True, 8.0, np.float32(8)):
-        with pytest.raises(TypeError, match="size"):
-            CrossBatchMemory(bad)
-    with pytest.raises(ValueError, match="size"):
-        CrossBatchMemory(np.int32(0))
