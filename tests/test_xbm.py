@@ -1,8 +1,9 @@
 """Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`.
 
 The layer is called with the labels and writes the queue; `XBMCircleLoss()`
-holds no state. The deprecated `XBMCircleLoss(memory)` is tested too: tests
-parametrized by `deprecated`, or named `test_deprecated_*`. Two replicas:
+holds no state. The deprecated `XBMCircleLoss(memory)` (kept for one release)
+has one test that it still works and warns, and the tests of the checks only
+it makes, all named `test_deprecated_*`. Two replicas:
 tests/test_distribute.py::test_xbm_fit_matches_single_device.
 """
 
@@ -43,31 +44,15 @@ def _deprecated_loss(memory, **kwargs):
         return XBMCircleLoss(memory, **kwargs)
 
 
-def _loss(memory, deprecated, **kwargs):
-    return _deprecated_loss(memory, **kwargs) if deprecated else XBMCircleLoss(**kwargs)
-
-
-def _forward(memory, labels, embeddings, deprecated, training=True):
-    """What the loss reads: the memory rows, or (deprecated usage) the
-    embeddings once the layer has armed the loss's write."""
-    if deprecated:
-        memory(embeddings, training=training)
-        return embeddings
-    return memory(embeddings, labels=labels, training=training)
-
-
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_correctness_and_wrap_around(rng, deprecated):
-    memory = CrossBatchMemory(8)
-    loss = _loss(memory, deprecated, gamma=32.0, margin=0.25)
+def _check_steps(memory, loss, forward, rng):
+    """Four steps of 6 samples through a queue of 8: each value against the
+    float64 reference of batch + pre-batch memory, and the queue in ring order."""
     mem_labels = np.zeros((0,), "int64")
     mem_embeddings = np.zeros((0, 4), "float32")
     for step in range(4):
         labels = rng.integers(0, 3, size=6)
         embeddings = rng.normal(size=(6, 4)).astype("float32")
-        y_pred = _forward(memory, labels, embeddings, deprecated)
-        assert tuple(y_pred.shape) == ((6, 4) if deprecated else (6 + 8, 4 + 2))
-        value = float(loss(labels, y_pred))
+        value = float(loss(labels, forward(labels, embeddings)))
         expected = _reference(
             labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
         )
@@ -83,6 +68,17 @@ def test_correctness_and_wrap_around(rng, deprecated):
             np.testing.assert_allclose(
                 memory.embeddings.numpy()[order], mem_embeddings, atol=1e-7
             )
+
+
+def test_correctness_and_wrap_around(rng):
+    memory = CrossBatchMemory(8)
+
+    def forward(labels, embeddings):
+        rows = memory(embeddings, labels=labels, training=True)
+        assert tuple(rows.shape) == (6 + 8, 4 + 2)
+        return rows
+
+    _check_steps(memory, XBMCircleLoss(gamma=32.0, margin=0.25), forward, rng)
 
 
 def test_loss_sees_the_pre_batch_memory(rng):
@@ -137,23 +133,23 @@ def test_loss_holds_no_state(rng):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
-def test_deprecated_not_training_does_not_enqueue(rng):
+def test_deprecated_usage_warns_and_still_works(rng):
+    """`XBMCircleLoss(memory)` with the layer called without labels: the loss
+    writes the queue when the layer was called in training, else not."""
     memory = CrossBatchMemory(8)
-    loss = _deprecated_loss(memory)
-    x = rng.normal(size=(4, 3)).astype("float32")
+    with pytest.warns(DeprecationWarning, match="labels=labels"):
+        loss = XBMCircleLoss(memory, gamma=32.0, margin=0.25)
+    x = rng.normal(size=(4, 4)).astype("float32")
     memory(x, training=False)
     loss(np.array([0, 0, 1, 1]), x)
     assert int(memory.filled.numpy()) == 0
 
+    def forward(labels, embeddings):
+        out = memory(embeddings, training=True)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), embeddings)
+        return embeddings
 
-def test_deprecated_usage_warns_and_still_works(rng):
-    memory = CrossBatchMemory(8)
-    with pytest.warns(DeprecationWarning, match="labels=labels"):
-        loss = XBMCircleLoss(memory)
-    x = rng.normal(size=(4, 3)).astype("float32")
-    memory(x, training=True)
-    assert np.isfinite(float(loss(np.array([0, 0, 1, 1]), x)))
-    assert int(memory.filled.numpy()) == 4
+    _check_steps(memory, loss, forward, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         XBMCircleLoss()
@@ -173,21 +169,11 @@ def _model():
     return model, memory
 
 
-def _deprecated_model():
-    memory = CrossBatchMemory(24, name="xbm")
-    model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, name="embed"), memory]
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_deprecated_loss(memory))
-    return model, memory
-
-
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_fit_evaluate_and_save(rng, tmp_path, deprecated):
-    model, memory = _deprecated_model() if deprecated else _model()
+def test_fit_evaluate_and_save(rng, tmp_path):
+    model, memory = _model()
     y = rng.integers(0, 4, size=64)
     x = (rng.normal(size=(64, 6)) + y[:, None]).astype("float32")
-    inputs = x if deprecated else (x, y)
+    inputs = (x, y)
     history = model.fit(inputs, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     # 4 batches of 16 through a queue of 24: wrapped around twice.
@@ -217,16 +203,15 @@ def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
 )
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng, deprecated):
+def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
     """A batch size known only at run time cannot raise under XLA: NaN."""
     import tensorflow as tf
 
     memory = CrossBatchMemory(4)
     memory.build((None, 3))
-    loss = _loss(memory, deprecated)
+    loss = XBMCircleLoss()
     step = tf.function(
-        lambda y, x: loss(y, _forward(memory, y, x, deprecated, training=None)),
+        lambda y, x: loss(y, memory(x, labels=y)),
         jit_compile=True,
         input_signature=[
             tf.TensorSpec([None], tf.int64),
@@ -238,13 +223,13 @@ def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng, deprecate
     assert np.isfinite(float(step(np.array([0, 0, 1, 1]), x[:4])))
 
 
-def test_unbuilt_memory_is_rejected():
+def test_deprecated_unbuilt_memory_is_rejected():
     loss = _deprecated_loss(CrossBatchMemory(8, name="queue"))
     with pytest.raises(ValueError, match="'queue'.*not built.*Sequential"):
         loss(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
 
 
-def test_memory_of_the_wrong_dim_is_rejected():
+def test_deprecated_memory_of_the_wrong_dim_is_rejected():
     memory = CrossBatchMemory(8, name="queue")
     memory.build((None, 5))
     with pytest.raises(ValueError, match="y_pred.*3 dimensions.*'queue' holds 5"):
