@@ -124,6 +124,28 @@ def check_count(value, name, minimum=1):
     return int(value)
 
 
+def check_integer(value, name, *, minimum=1, none=None):
+    """`value` when it is an integer >= `minimum`, else `ValueError` naming `name`.
+
+    NumPy integers are accepted; bools, floats and strings are not. With
+    `none` (what `None` means, e.g. `"for automatic"`), `None` is accepted
+    too and the message offers it.
+    """
+    if value is None and none is not None:
+        return None
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        offer = f", or None {none}" if none is not None else ""
+        raise ValueError(f"`{name}` must be {kind}{offer}; got {value!r}.")
+    return value
+
+
 def static_dim(x, axis):
     dim = x.shape[axis]
     return None if dim is None else int(dim)

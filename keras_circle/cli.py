@@ -13,12 +13,15 @@ import pathlib
 import sys
 
 from keras_circle import cli_export
+from keras_circle import cli_options as options
 from keras_circle import cli_search
 
 
 def _add_train(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "train",
+        _run_train,
         help="Train, evaluate and export one run from a config file.",
         description="Runs train_and_evaluate: trains (resuming from WORKDIR's "
         "last backup), evaluates with the task's protocol, writes report.json, "
@@ -27,52 +30,36 @@ def _add_train(subparsers):
         "change is refused (see --overwrite). A run whose loss diverges stops "
         "with exit status 1 and exports nothing.",
     )
-    parser.add_argument("config", help="A .json or .toml config (see configs/).")
-    parser.add_argument("--workdir", default="runs/default", help="Run folder.")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key, e.g. --set train.epochs=3 (repeatable).",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Start over: remove WORKDIR's earlier run (its published export/ "
+    options.add_run_arguments(parser, "A .json or .toml config (see configs/).")
+    options.add_overwrite(
+        parser,
+        "Start over: remove WORKDIR's earlier run (its published export/ "
         "versions stay).",
     )
-    parser.add_argument(
-        "--allow-shape-change",
-        action="store_true",
-        help="Train and publish even if the input shape or embedding size "
-        "differs from the latest version in WORKDIR/export/saved_model "
-        "(otherwise refused before training).",
+    options.add_allow_shape_change(
+        parser, "WORKDIR/export/saved_model (checked before training)"
     )
-    parser.set_defaults(func=_run_train)
 
 
 def _add_evaluate(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "evaluate",
+        _run_evaluate,
         help="Evaluate a finished run's model.keras again.",
         description="Evaluates WORKDIR/model.keras with the run's protocol and "
         "writes WORKDIR/evaluation/report.json (the training report stays). "
         "The config must be the run's: only eval.* (and data folders) may "
         "differ.",
     )
-    parser.add_argument("config", help="The run's config file.")
-    parser.add_argument("--workdir", default="runs/default", help="Run folder.")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
-    )
-    parser.set_defaults(func=_run_evaluate)
+    options.add_run_arguments(parser, "The run's config file.")
 
 
 def _add_demo(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "demo",
+        _run_demo,
         help="Offline demo on the packaged Fashion-MNIST subset (a few minutes).",
         description="Runs the demo config (keras_circle.demo.CONFIG) through "
         "the same pipeline as train, then adds the raw-pixel baseline. "
@@ -84,10 +71,7 @@ def _add_demo(subparsers):
     parser.add_argument(
         "--steps-per-epoch", type=int, default=80, help="10 x 10 batches per epoch."
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Start over: remove WORKDIR's run."
-    )
-    parser.set_defaults(func=_run_demo)
+    options.add_overwrite(parser)
 
 
 def _load(args, command):

@@ -10,14 +10,15 @@ imports happen in the runner, so `keras-circle --help` stays fast.
 
 import sys
 
+from keras_circle import cli_options as options
 from keras_circle import cli_search
-
-NORMALIZATIONS = cli_search.NORMALIZATIONS
 
 
 def add_export(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "export",
+        run_export,
         help="Export a trained model's embedder to a TF Serving SavedModel "
         "and/or ONNX.",
         description="Keeps the embedder of a .keras model (the input of a final "
@@ -49,26 +50,19 @@ def add_export(subparsers):
         metavar=("H", "W"),
         help="Image size for the bytes signature (default: the model input).",
     )
-    parser.add_argument(
-        "--normalization",
-        choices=NORMALIZATIONS,
-        default=None,
-        help="Pixel normalization the model was trained with (default: detected "
+    options.add_preprocessing_flags(
+        parser,
+        "Pixel normalization the model was trained with (default: detected "
         "from the model: none if it rescales its own input, else zero_one).",
+        "In the bytes signature, resize the shorter side to SHORTER_SIDE "
+        "and crop the centre to the model size (as fine-grained evaluation "
+        "does) instead of resizing the whole image.",
     )
     parser.add_argument(
         "--scale",
         choices=["zero_one", "minus_one_to_one", "none"],
         default=None,
         help="Deprecated: use --normalization (minus_one_to_one is symmetric).",
-    )
-    parser.add_argument(
-        "--center-crop",
-        type=int,
-        metavar="SHORTER_SIDE",
-        help="In the bytes signature, resize the shorter side to SHORTER_SIDE "
-        "and crop the centre to the model size (as fine-grained evaluation "
-        "does) instead of resizing the whole image.",
     )
     parser.add_argument(
         "--gallery",
@@ -86,14 +80,8 @@ def add_export(subparsers):
     parser.add_argument(
         "--atol", type=float, default=1e-5, help="Verification tolerance (1e-5)."
     )
-    parser.add_argument(
-        "--allow-shape-change",
-        action="store_true",
-        help="Publish even if the input shape or embedding size differs from "
-        "the latest version in BASE_DIR.",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    parser.set_defaults(func=run_export)
+    options.add_allow_shape_change(parser, "BASE_DIR")
+    options.add_no_progress(parser)
 
 
 def export_argv(args):
@@ -141,7 +129,7 @@ def _export_preprocessing(args):
         preprocessing["normalization"] = new
     try:
         preprocessing.update(
-            cli_search.preprocessing_flags(args.normalization, args.center_crop)
+            options.preprocessing_flags(args.normalization, args.center_crop)
         )
     except ValueError as error:
         raise _UsageError(str(error)) from None

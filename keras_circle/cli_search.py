@@ -19,17 +19,17 @@ import math
 import os
 import sys
 
+from keras_circle import cli_options as options
+
 SIDECAR = "keras_circle_index.json"
-# data/conventions.py's NORMALIZATIONS, spelled out: importing keras_circle.data
-# would import TensorFlow and slow down `keras-circle --help` (a test keeps
-# the two lists equal).
-NORMALIZATIONS = ("zero_one", "symmetric", "imagenet", "caffe", "none")
 _SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def add_index(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "index",
+        run_index,
         help="Embed a folder or .npz of images and save a search index.",
         description="Builds an EmbeddingIndex from images with a model's "
         "test-time preprocessing and saves it to --out.",
@@ -53,26 +53,20 @@ def add_index(subparsers):
         "--kind", choices=["flat", "ivf", "hnsw"], default="flat", help="Index kind."
     )
     parser.add_argument("--batch-size", type=int, default=64, help="Images per batch.")
-    parser.add_argument(
-        "--normalization",
-        choices=NORMALIZATIONS,
-        help="Pixel normalization for a .keras model (default: detected from "
-        "the model).",
-    )
-    parser.add_argument(
-        "--center-crop",
-        type=int,
-        metavar="SHORTER_SIDE",
-        help="Resize the shorter side to this, then crop the centre (as "
+    options.add_preprocessing_flags(
+        parser,
+        "Pixel normalization for a .keras model (default: detected from the model).",
+        "Resize the shorter side to this, then crop the centre (as "
         "fine-grained evaluation does), for a .keras model.",
     )
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    parser.set_defaults(func=run_index)
+    options.add_no_progress(parser)
 
 
 def add_search(subparsers):
-    parser = subparsers.add_parser(
+    parser = options.add_subcommand(
+        subparsers,
         "search",
+        run_search,
         help="Print the nearest gallery images of query images.",
         description="Embeds the images with the index's model and prints the "
         "top-k ids, cosine scores and labels.",
@@ -83,7 +77,6 @@ def add_search(subparsers):
     parser.add_argument(
         "--model", help="The model to embed with (default: the one that built it)."
     )
-    parser.set_defaults(func=run_search)
 
 
 class Embedder:
@@ -234,25 +227,6 @@ def load_images(data, images_key=None, labels_key=None):
     return images, labels
 
 
-def preprocessing_flags(normalization, center_crop):
-    """The partial preprocessing spec of `--normalization` and `--center-crop`.
-
-    Shared by `index` and `export`. Raises `ValueError` for a non-positive
-    `--center-crop`.
-    """
-    spec = {}
-    if normalization:
-        spec["normalization"] = normalization
-    if center_crop is not None:
-        if center_crop < 1:
-            raise ValueError(
-                f"--center-crop must be a positive side length; got {center_crop}."
-            )
-        spec["resize"] = "resize_shorter_then_center_crop"
-        spec["shorter_side"] = center_crop
-    return spec
-
-
 def run_index(args):
     try:
         if args.batch_size < 1:
@@ -261,7 +235,8 @@ def run_index(args):
         from keras_circle.search import EmbeddingIndex
 
         embedder = Embedder(
-            args.model, preprocessing_flags(args.normalization, args.center_crop)
+            args.model,
+            options.preprocessing_flags(args.normalization, args.center_crop),
         )
         items, labels = load_images(args.data, args.images_key, args.labels_key)
         embeddings = embedder.embed(items, args.batch_size, not args.no_progress)

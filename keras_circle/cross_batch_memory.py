@@ -150,6 +150,8 @@ class CrossBatchMemory(keras.layers.Layer):
         batch_labels, batch_embeddings, self_index = distribute.gather_references(
             labels, embeddings
         )
+        # The global batch: one replica's share may be empty, the whole not.
+        _checks.nonempty_batch(batch_labels, batch_labels, "inputs", "labels")
         factor = _checks.combine(factor, self.check_batch_fits(batch_labels))
         # Read before the write below: the loss sees the pre-batch memory.
         mem_labels, mem_embeddings, filled = self.references()

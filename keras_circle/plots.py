@@ -222,9 +222,12 @@ def plot_circle_boundary(
     return _save(figure, path)
 
 
-def _sample_pairs(labels, max_pairs, rng):
-    """Positive and negative index pairs: all of them for small sets, else up
-    to `max_pairs // 2` of each, uniform over anchors."""
+def sample_pairs(labels, max_pairs, rng):
+    """`((i, j), (i, j))`: positive and negative index pairs of `labels`.
+
+    All pairs when there are at most `max_pairs`, else up to `max_pairs // 2`
+    of each, positives uniform over the anchors that have one.
+    """
     n = labels.size
     if n * (n - 1) // 2 <= max_pairs:
         i, j = np.triu_indices(n, k=1)
@@ -274,7 +277,7 @@ def plot_similarity_histograms(
     """
     x = retrieval.checks.check_embeddings(embeddings, "embeddings", 2)
     labels = retrieval.checks.check_labels(labels, x.shape[0], "labels", "embeddings")
-    positives, negatives = _sample_pairs(labels, max_pairs, np.random.default_rng(seed))
+    positives, negatives = sample_pairs(labels, max_pairs, np.random.default_rng(seed))
     figure, axes = _axes((6.0, 4.0))
     edges = np.linspace(-1.0, 1.0, bins + 1)
     for (i, j), name, colour in (

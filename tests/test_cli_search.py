@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from keras_circle import cli
-from keras_circle import cli_export
 from keras_circle import data
 from keras_circle import export
 from keras_circle.search import EmbeddingIndex
@@ -149,14 +148,6 @@ def test_export_normalization_and_center_crop_flags_set_the_served_spec(
         capsys.readouterr().err
     )
     assert not (tmp_path / "small").exists()
-
-
-def test_export_normalization_choices_are_the_conventions():
-    assert sorted(cli_export.NORMALIZATIONS) == sorted(data.NORMALIZATIONS)
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(
-            ["export", "m.keras", "--normalization", "minus_one_to_one"]
-        )
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def test_plot_similarity_histograms(tmp_path, rng):
 def test_sample_pairs_are_valid(rng):
     labels = rng.integers(0, 30, 400)
     labels[:3] = [1000, 1001, 1002]  # singletons are never positive anchors
-    (pi, pj), (ni, nj) = plots._sample_pairs(labels, 2000, rng)
+    (pi, pj), (ni, nj) = plots.sample_pairs(labels, 2000, rng)
     assert pi.size == 1000 and ni.size == 1000
     assert np.all(labels[pi] == labels[pj]) and np.all(pi != pj)
     assert np.all(labels[ni] != labels[nj])

@@ -1,8 +1,10 @@
 """Cross-batch memory: the loss against batch + memory, the ring buffer, `fit`.
 
 The layer is called with the labels and writes the queue; `XBMCircleLoss()`
-holds no state. The deprecated `XBMCircleLoss(memory)` is tested too: tests
-parametrized by `deprecated`, or named `test_deprecated_*`.
+holds no state. The deprecated `XBMCircleLoss(memory)` (kept for one release)
+has one test that it still works and warns, and the tests of the checks only
+it makes, all named `test_deprecated_*`. Two replicas:
+tests/test_distribute.py::test_xbm_fit_matches_single_device.
 """
 
 import warnings
@@ -42,31 +44,15 @@ def _deprecated_loss(memory, **kwargs):
         return XBMCircleLoss(memory, **kwargs)
 
 
-def _loss(memory, deprecated, **kwargs):
-    return _deprecated_loss(memory, **kwargs) if deprecated else XBMCircleLoss(**kwargs)
-
-
-def _forward(memory, labels, embeddings, deprecated, training=True):
-    """What the loss reads: the memory rows, or (deprecated usage) the
-    embeddings once the layer has armed the loss's write."""
-    if deprecated:
-        memory(embeddings, training=training)
-        return embeddings
-    return memory(embeddings, labels=labels, training=training)
-
-
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_correctness_and_wrap_around(rng, deprecated):
-    memory = CrossBatchMemory(8)
-    loss = _loss(memory, deprecated, gamma=32.0, margin=0.25)
+def _check_steps(memory, loss, forward, rng):
+    """Four steps of 6 samples through a queue of 8: each value against the
+    float64 reference of batch + pre-batch memory, and the queue in ring order."""
     mem_labels = np.zeros((0,), "int64")
     mem_embeddings = np.zeros((0, 4), "float32")
     for step in range(4):
         labels = rng.integers(0, 3, size=6)
         embeddings = rng.normal(size=(6, 4)).astype("float32")
-        y_pred = _forward(memory, labels, embeddings, deprecated)
-        assert tuple(y_pred.shape) == ((6, 4) if deprecated else (6 + 8, 4 + 2))
-        value = float(loss(labels, y_pred))
+        value = float(loss(labels, forward(labels, embeddings)))
         expected = _reference(
             labels, embeddings, mem_labels, mem_embeddings, 32.0, 0.25
         )
@@ -82,6 +68,17 @@ def test_correctness_and_wrap_around(rng, deprecated):
             np.testing.assert_allclose(
                 memory.embeddings.numpy()[order], mem_embeddings, atol=1e-7
             )
+
+
+def test_correctness_and_wrap_around(rng):
+    memory = CrossBatchMemory(8)
+
+    def forward(labels, embeddings):
+        rows = memory(embeddings, labels=labels, training=True)
+        assert tuple(rows.shape) == (6 + 8, 4 + 2)
+        return rows
+
+    _check_steps(memory, XBMCircleLoss(gamma=32.0, margin=0.25), forward, rng)
 
 
 def test_loss_sees_the_pre_batch_memory(rng):
@@ -136,34 +133,23 @@ def test_loss_holds_no_state(rng):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
-def test_not_training_does_not_enqueue(rng):
+def test_deprecated_usage_warns_and_still_works(rng):
+    """`XBMCircleLoss(memory)` with the layer called without labels: the loss
+    writes the queue when the layer was called in training, else not."""
     memory = CrossBatchMemory(8)
-    x = rng.normal(size=(4, 3)).astype("float32")
-    labels = np.array([0, 0, 1, 1])
-    memory(x, labels=labels, training=False)
-    memory(x, labels=labels)
-    assert int(memory.filled.numpy()) == 0
-    memory(x, labels=labels, training=True)
-    assert int(memory.filled.numpy()) == 4
-
-
-def test_deprecated_not_training_does_not_enqueue(rng):
-    memory = CrossBatchMemory(8)
-    loss = _deprecated_loss(memory)
-    x = rng.normal(size=(4, 3)).astype("float32")
+    with pytest.warns(DeprecationWarning, match="labels=labels"):
+        loss = XBMCircleLoss(memory, gamma=32.0, margin=0.25)
+    x = rng.normal(size=(4, 4)).astype("float32")
     memory(x, training=False)
     loss(np.array([0, 0, 1, 1]), x)
     assert int(memory.filled.numpy()) == 0
 
+    def forward(labels, embeddings):
+        out = memory(embeddings, training=True)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), embeddings)
+        return embeddings
 
-def test_deprecated_usage_warns_and_still_works(rng):
-    memory = CrossBatchMemory(8)
-    with pytest.warns(DeprecationWarning, match="labels=labels"):
-        loss = XBMCircleLoss(memory)
-    x = rng.normal(size=(4, 3)).astype("float32")
-    memory(x, training=True)
-    assert np.isfinite(float(loss(np.array([0, 0, 1, 1]), x)))
-    assert int(memory.filled.numpy()) == 4
+    _check_steps(memory, loss, forward, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         XBMCircleLoss()
@@ -183,21 +169,11 @@ def _model():
     return model, memory
 
 
-def _deprecated_model():
-    memory = CrossBatchMemory(24, name="xbm")
-    model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, name="embed"), memory]
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=_deprecated_loss(memory))
-    return model, memory
-
-
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_fit_evaluate_and_save(rng, tmp_path, deprecated):
-    model, memory = _deprecated_model() if deprecated else _model()
+def test_fit_evaluate_and_save(rng, tmp_path):
+    model, memory = _model()
     y = rng.integers(0, 4, size=64)
     x = (rng.normal(size=(64, 6)) + y[:, None]).astype("float32")
-    inputs = x if deprecated else (x, y)
+    inputs = (x, y)
     history = model.fit(inputs, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     # 4 batches of 16 through a queue of 24: wrapped around twice.
@@ -215,15 +191,6 @@ def test_fit_evaluate_and_save(rng, tmp_path, deprecated):
     assert int(xbm.pointer.numpy()) == int(memory.pointer.numpy())
 
 
-def test_memory_smaller_than_the_batch_is_rejected(rng):
-    """Two entries of one step would be written to one slot."""
-    memory = CrossBatchMemory(4)
-    x = rng.normal(size=(6, 3)).astype("float32")
-    with pytest.raises(ValueError, match=r"batch \(6 samples\).*\(4 entries\)"):
-        memory(x, labels=np.array([0, 0, 1, 1, 2, 2]), training=True)
-    assert int(keras.ops.convert_to_numpy(memory.filled)) == 0
-
-
 def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
     memory = CrossBatchMemory(4)
     x = rng.normal(size=(6, 3)).astype("float32")
@@ -236,16 +203,15 @@ def test_deprecated_memory_smaller_than_the_batch_is_rejected(rng):
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="static shapes elsewhere"
 )
-@pytest.mark.parametrize("deprecated", [False, True], ids=["new", "deprecated"])
-def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng, deprecated):
+def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng):
     """A batch size known only at run time cannot raise under XLA: NaN."""
     import tensorflow as tf
 
     memory = CrossBatchMemory(4)
     memory.build((None, 3))
-    loss = _loss(memory, deprecated)
+    loss = XBMCircleLoss()
     step = tf.function(
-        lambda y, x: loss(y, _forward(memory, y, x, deprecated, training=None)),
+        lambda y, x: loss(y, memory(x, labels=y)),
         jit_compile=True,
         input_signature=[
             tf.TensorSpec([None], tf.int64),
@@ -257,82 +223,14 @@ def test_memory_smaller_than_a_run_time_batch_gives_nan_under_xla(rng, deprecate
     assert np.isfinite(float(step(np.array([0, 0, 1, 1]), x[:4])))
 
 
-def test_unbuilt_memory_is_rejected():
+def test_deprecated_unbuilt_memory_is_rejected():
     loss = _deprecated_loss(CrossBatchMemory(8, name="queue"))
     with pytest.raises(ValueError, match="'queue'.*not built.*Sequential"):
         loss(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
 
 
-def test_memory_of_the_wrong_dim_is_rejected():
+def test_deprecated_memory_of_the_wrong_dim_is_rejected():
     memory = CrossBatchMemory(8, name="queue")
     memory.build((None, 5))
     with pytest.raises(ValueError, match="y_pred.*3 dimensions.*'queue' holds 5"):
         _deprecated_loss(memory)(np.array([0, 0, 1, 1]), np.ones((4, 3), "float32"))
-
-
-def test_numpy_integer_size_is_accepted():
-    memory = CrossBatchMemory(np.int64(8))
-    assert memory.size == 8 and type(memory.size) is int
-    assert memory.get_config()["size"] == 8
-    for bad in (True, 8.0, np.float32(8)):
-        with pytest.raises(TypeError, match="size"):
-            CrossBatchMemory(bad)
-    with pytest.raises(ValueError, match="size"):
-        CrossBatchMemory(np.int32(0))
-
-
-def _replica_fit(weights, batches, strategy=None):
-    """SGD over the global `batches` in order; returns weights and queue."""
-    import tensorflow as tf
-
-    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
-    with scope:
-        model, _ = _model()
-        model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=XBMCircleLoss())
-    dataset = None
-    for x, y in batches:
-        batch = tf.data.Dataset.from_tensors(((x, y), y))
-        dataset = batch if dataset is None else dataset.concatenate(batch)
-    history = model.fit(dataset, shuffle=False, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
-    return model.get_weights()
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
-def test_two_replica_fit_matches_single_device():
-    """Each replica's anchors meet the global batch and the pre-batch memory,
-    and the global batch is enqueued: five steps (16, 16, 16, 7 and 1 samples,
-    one replica empty at the end) through a queue of 24 give the weights and
-    queue of one device."""
-    from tests.mirrored import mirrored_strategy
-
-    def data(labels, seed):
-        labels = np.asarray(labels, dtype="int32")
-        x = np.random.default_rng(seed).normal(size=(len(labels), 6))
-        return (x + 0.5 * labels[:, None]).astype("float32"), labels
-
-    batches = [
-        data(np.tile(np.arange(4), 4), 0),
-        data(np.repeat(np.arange(4), 4), 1),
-        data([0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5], 2),
-        data([0, 1, 2, 0, 1, 2, 3], 3),
-        data([3], 4),
-    ]
-    weights = _model()[0].get_weights()
-    single = _replica_fit(weights, batches)
-    mirrored = _replica_fit(weights, batches, mirrored_strategy())
-    # The memory changed the steps: plain Circle loss trains other kernels.
-    plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8)])
-    plain.set_weights(weights[:2])
-    plain.compile(optimizer=keras.optimizers.SGD(0.5), loss=CircleLoss())
-    for x, y in batches:
-        plain.train_on_batch(x, y)
-    assert float(np.max(np.abs(plain.get_weights()[0] - single[0]))) > 1e-4
-    assert all(np.all(np.isfinite(w)) for w in mirrored)
-    for a, b in zip(single[:2], mirrored[:2], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
-    _, _, queue, labels, pointer, filled, _ = mirrored
-    assert (int(pointer), int(filled)) == (56 % 24, 24)
-    np.testing.assert_array_equal(labels, single[3])
-    np.testing.assert_allclose(queue, single[2], rtol=1e-4, atol=1e-4)

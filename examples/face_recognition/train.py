@@ -1,10 +1,6 @@
-"""Face recognition: train, evaluate and export one run.
+"""Face recognition: the recipe `keras_circle.tasks.face_recognition`, trained and evaluated.
 
-    python examples/face_recognition/train.py [CONFIG] [--workdir DIR] [--set key=value]
-
-Names its recipe, `keras_circle.tasks.face_recognition`; the command line and
-`train_and_evaluate(config, workdir)` are `keras_circle.tasks.example_main`
-and `keras_circle.tasks.example_train_and_evaluate` for it.
+python examples/face_recognition/train.py [CONFIG] [--workdir DIR] [--set key=value]
 """
 
 from keras_circle import tasks

@@ -1,10 +1,6 @@
-"""Fine-grained retrieval: train, evaluate and export one run.
+"""Fine-grained retrieval: the recipe `keras_circle.tasks.fine_grained_retrieval`, trained and evaluated.
 
-    python examples/fine_grained_retrieval/train.py [CONFIG] [--workdir DIR] [--set key=value]
-
-Names its recipe, `keras_circle.tasks.fine_grained_retrieval`; the command line and
-`train_and_evaluate(config, workdir)` are `keras_circle.tasks.example_main`
-and `keras_circle.tasks.example_train_and_evaluate` for it.
+python examples/fine_grained_retrieval/train.py [CONFIG] [--workdir DIR] [--set key=value]
 """
 
 from keras_circle import tasks

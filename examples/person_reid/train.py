@@ -1,10 +1,6 @@
-"""Person re-identification: train, evaluate and export one run.
+"""Person re-identification: the recipe `keras_circle.tasks.person_reid`, trained and evaluated.
 
-    python examples/person_reid/train.py [CONFIG] [--workdir DIR] [--set key=value]
-
-Names its recipe, `keras_circle.tasks.person_reid`; the command line and
-`train_and_evaluate(config, workdir)` are `keras_circle.tasks.example_main`
-and `keras_circle.tasks.example_train_and_evaluate` for it.
+python examples/person_reid/train.py [CONFIG] [--workdir DIR] [--set key=value]
 """
 
 from keras_circle import tasks

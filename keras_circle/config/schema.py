@@ -143,7 +143,9 @@ class TrainConfig:
         weight_decay: Decoupled weight decay (0 for none).
         seed: Seed of weights and sampling.
         mixed_precision: `""`, `"mixed_float16"` or `"mixed_bfloat16"`.
-        xla: `jit_compile` (honoured on one replica; see DESIGN.md 5).
+        xla: `jit_compile` on one replica; off with more (Keras's
+            `jit_compile=True` fails under `MirroredStrategy`,
+            keras-team/keras#19005).
         replicas: Use the first this many visible devices (0: all of them).
         tensorboard: Write TensorBoard logs under `workdir/logs`.
         verbose: Keras `fit` verbosity (1: progress bars).

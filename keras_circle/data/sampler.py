@@ -15,6 +15,7 @@ once with its images left encoded).
 import numpy as np
 import tensorflow as tf
 
+from keras_circle import _checks
 from keras_circle.data.files import decode_image_file
 
 
@@ -129,17 +130,8 @@ class TfdsSource:
 def _check_stream_args(seed, epochs):
     """Checked when the dataset is built: inside the pipeline a bad seed
     would only fail on the first batch, deep inside tf.data."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer; got seed={seed!r}.")
-    if epochs is not None and (
-        isinstance(epochs, bool)
-        or not isinstance(epochs, int | np.integer)
-        or epochs < 1
-    ):
-        raise ValueError(
-            "`epochs` must be a positive integer, or None to repeat endlessly; "
-            f"got epochs={epochs!r}."
-        )
+    _checks.check_integer(seed, "seed", minimum=0)
+    _checks.check_integer(epochs, "epochs", none="to repeat endlessly")
 
 
 def _check_args(labels, p, k, replicas=1):

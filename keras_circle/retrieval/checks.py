@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from keras_circle import _checks
 from keras_circle.search import check_matrix
 from keras_circle.search import normalize_rows
 
@@ -89,16 +90,9 @@ def check_ranks(ks, name):
 
 def check_block_size(block_size):
     """`block_size` unchanged when it is None or a positive integer."""
-    if block_size is not None and (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, int | np.integer)
-        or block_size < 1
-    ):
-        raise ValueError(
-            "`block_size` must be a positive integer (queries per block) or "
-            f"None for automatic; got {block_size!r}."
-        )
-    return block_size
+    return _checks.check_integer(
+        block_size, "block_size", none="for automatic (queries per block)"
+    )
 
 
 def progress(num_blocks, verbose):

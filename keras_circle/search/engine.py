@@ -13,6 +13,8 @@ import os
 import faiss
 import numpy as np
 
+from keras_circle import _checks
+
 # Queries per faiss call when the caller does not say: faiss's own BLAS tile
 # is 4096 queries x 1024 gallery rows, so bigger calls gain nothing.
 DEFAULT_BLOCK_SIZE = 4096
@@ -39,14 +41,7 @@ def set_num_threads(num_threads=None):
             num_threads = len(os.sched_getaffinity(0))
         else:
             num_threads = os.cpu_count() or 1
-    if (
-        isinstance(num_threads, bool)
-        or not isinstance(num_threads, int | np.integer)
-        or num_threads < 1
-    ):
-        raise ValueError(
-            f"`num_threads` must be a positive integer; got {num_threads!r}."
-        )
+    _checks.check_integer(num_threads, "num_threads")
     faiss.omp_set_num_threads(int(num_threads))
     _threads_set = True
 

@@ -5,6 +5,7 @@ import math
 import faiss
 import numpy as np
 
+from keras_circle import _checks
 from keras_circle.search import storage
 from keras_circle.search.engine import check_matrix
 from keras_circle.search.engine import ensure_threads
@@ -27,12 +28,6 @@ def _check_labels(labels, num, name):
             f"`{name}` must be integers or strings; got dtype {labels.dtype}."
         )
     return labels
-
-
-def _check_k(k):
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"`k` must be a positive integer; got {k!r}.")
-    return int(k)
 
 
 class EmbeddingIndex:
@@ -78,8 +73,7 @@ class EmbeddingIndex:
         ef_construction=80,
         ef_search=128,
     ):
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise ValueError(f"`dim` must be a positive integer; got {dim!r}.")
+        _checks.check_integer(dim, "dim")
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}.")
         if embedder is not None and not isinstance(embedder, str):
@@ -92,12 +86,8 @@ class EmbeddingIndex:
             "ef_search": ef_search,
         }
         for name, value in params.items():
-            if value is None and name == "nlist":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-            if value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+            if value is not None or name != "nlist":
+                _checks.check_integer(value, name)
         self.dim, self.kind, self.embedder = int(dim), kind, embedder
         self.params = {k: None if v is None else int(v) for k, v in params.items()}
         self.threshold = None
@@ -213,7 +203,7 @@ class EmbeddingIndex:
 
     def _search(self, queries, k):
         ensure_threads()
-        k = _check_k(k)
+        k = int(_checks.check_integer(k, "k"))
         if not len(self):
             raise ValueError("The index is empty: `add` embeddings before searching.")
         q = normalize_rows(check_matrix(queries, "queries", dim=self.dim))

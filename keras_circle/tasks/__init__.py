@@ -12,6 +12,7 @@ recipe directly.
 import argparse
 import warnings
 
+from keras_circle import cli_options
 from keras_circle import pipeline
 from keras_circle.config import ConfigError
 from keras_circle.tasks import face_recognition
@@ -69,10 +70,13 @@ def example_main(recipe, argv=None):
     parser = argparse.ArgumentParser(
         description=f"Train and evaluate the {recipe.task} recipe."
     )
-    parser.add_argument("config", nargs="?", default=f"configs/{recipe.task}.json")
-    parser.add_argument("--workdir", default=f"runs/{recipe.task}")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--overwrite", action="store_true")
+    cli_options.add_run_arguments(
+        parser,
+        "A .json or .toml config.",
+        config_default=f"configs/{recipe.task}.json",
+        workdir=f"runs/{recipe.task}",
+    )
+    cli_options.add_overwrite(parser)
     args = parser.parse_args(argv)
     config = config_lib.load_config(args.config, args.overrides)
     report = pipeline.train_and_evaluate(

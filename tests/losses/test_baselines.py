@@ -1,4 +1,4 @@
-"""The paper's baselines against float64 references."""
+"""The paper's baselines against float64 references (the triplet loss: test_triplet.py)."""
 
 import math
 
@@ -9,7 +9,6 @@ import pytest
 import keras_circle
 from keras_circle.losses import am_softmax_loss
 from keras_circle.losses import arcface_loss
-from keras_circle.losses import triplet_loss
 from keras_circle.losses import unified_pair_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
@@ -78,33 +77,6 @@ def test_unified_tends_to_hard_triplet(rng):
             assert actual[i] == pytest.approx(hard, abs=2e-3)
 
 
-@pytest.mark.parametrize("mining", ["semi_hard", "batch_hard"])
-@pytest.mark.parametrize("distance", ["l2", "squared_l2", "angular"])
-def test_triplet_correctness(rng, mining, distance):
-    labels, embeddings = make_batch(rng, batch=12)
-    expected = reference.triplet(labels, embeddings, 1.0, mining, distance)
-    actual = keras.ops.convert_to_numpy(
-        triplet_loss(labels, embeddings, mining=mining, distance=distance)
-    )
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
-    value, (grad,) = value_and_grad(
-        lambda e: keras_circle.TripletLoss(mining=mining, distance=distance)(labels, e),
-        embeddings,
-    )
-    valid = np.array([np.sum(labels == y) > 1 for y in labels])
-    assert value == pytest.approx(expected[valid].mean(), rel=1e-4)
-    assert np.all(np.isfinite(grad))
-
-
-def test_triplet_equals_tfa_mean_on_pk_batches(rng):
-    """With P x K batches the mean over anchors is tfa's mean over positive pairs."""
-    labels = np.repeat(np.arange(4), 3)
-    embeddings = rng.normal(size=(12, 6)).astype("float32")
-    per_anchor = reference.triplet(labels, embeddings, 1.0, "semi_hard")
-    value = keras_circle.TripletLoss()(labels, embeddings)
-    assert float(value) == pytest.approx(per_anchor.mean(), rel=1e-5)
-
-
 def test_xla_matches_eager(rng):
     labels, embeddings = make_batch(rng)
     cl, cosine = make_cosine(rng)
@@ -112,8 +84,6 @@ def test_xla_matches_eager(rng):
         (keras_circle.AMSoftmaxLoss(), cl, cosine),
         (keras_circle.ArcFaceLoss(), cl, cosine),
         (keras_circle.UnifiedPairLoss(), labels, embeddings),
-        (keras_circle.TripletLoss(), labels, embeddings),
-        (keras_circle.TripletLoss(mining="batch_hard"), labels, embeddings),
     ]
     for loss, y, x in cases:
         eager = float(loss(y, x))
@@ -122,10 +92,6 @@ def test_xla_matches_eager(rng):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="mining"):
-        keras_circle.TripletLoss(mining="hardest")
-    with pytest.raises(ValueError, match="distance"):
-        keras_circle.TripletLoss(distance="cosine")
     with pytest.raises(ValueError, match="margin"):
         keras_circle.ArcFaceLoss(margin=2.0)
     with pytest.raises(ValueError, match="gamma"):
@@ -138,7 +104,6 @@ def test_bad_options():
         keras_circle.AMSoftmaxLoss(gamma=64.0, margin=0.2),
         keras_circle.ArcFaceLoss(gamma=32.0, margin=0.3),
         keras_circle.UnifiedPairLoss(gamma=32.0, margin=0.1),
-        keras_circle.TripletLoss(margin=0.2, mining="batch_hard", distance="angular"),
     ],
     ids=lambda loss: type(loss).__name__,
 )
