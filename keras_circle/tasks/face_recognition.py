@@ -29,13 +29,16 @@ TASK = "face_recognition"
 def _identity_folders(config):
     """Identity folders of `data.root`, evaluated on LFW pairs."""
     dc = config.data
-    paths, labels, names = data.load_identity_folders(dc.root)
+    # "builtin:" paths name the small offline set, built on first use.
+    paths, labels, names = data.load_identity_folders(data.data_path(dc.root))
     if not dc.lfw_pairs:
         raise ConfigError(
             "`data.source='identity_folders'` evaluates on LFW pairs: set "
             "`data.lfw_pairs` (pairs.txt) and `data.lfw_root`."
         )
-    pairs = data.load_lfw_pairs(dc.lfw_pairs, dc.lfw_root or dc.root)
+    pairs = data.load_lfw_pairs(
+        data.data_path(dc.lfw_pairs), data.data_path(dc.lfw_root or dc.root)
+    )
     size = tuple(dc.image_size)
     # Aligned crops: resized, flipped at random for training; [-1, 1].
     return TaskData(

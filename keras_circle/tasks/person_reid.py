@@ -42,10 +42,11 @@ def _fashion_mnist(config):
 def _reid_folders(config):
     """The Market-1501 or MSMT17 folders of `data.root`, as released."""
     dc = config.data
+    root = data.data_path(dc.root)  # a "builtin:" set is built on first use
     if dc.source == "market1501":
-        split = data.load_market1501(dc.root)
+        split = data.load_market1501(root)
     else:
-        split = data.load_msmt17(dc.root)
+        split = data.load_msmt17(root)
     train = split["train"]
     size = tuple(dc.image_size)
     # Flip, pad-and-crop and random erasing for training (Luo et al. 2019);
