@@ -43,6 +43,7 @@ def _add_train(subparsers):
         help="Start over: remove WORKDIR's earlier run (its published export/ "
         "versions stay).",
     )
+    _add_quiet(parser)
     parser.add_argument(
         "--allow-shape-change",
         action="store_true",
@@ -67,6 +68,7 @@ def _add_evaluate(subparsers):
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
     )
+    _add_quiet(parser)
     parser.set_defaults(func=_run_evaluate)
 
 
@@ -87,14 +89,36 @@ def _add_demo(subparsers):
     parser.add_argument(
         "--overwrite", action="store_true", help="Start over: remove WORKDIR's run."
     )
+    _add_quiet(parser)
     parser.set_defaults(func=_run_demo)
+
+
+def _add_quiet(parser):
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="No progress bars or per-epoch lines (train.verbose=0); the "
+        "summary at the end still prints.",
+    )
+
+
+def _add_verbose(parser):
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Keep TensorFlow's own logging (its C++ start-up lines and INFO "
+        "messages), which keras-circle silences by default.",
+    )
 
 
 def _load(args, command):
     from keras_circle import config
 
+    overrides = list(args.overrides)
+    if getattr(args, "quiet", False):
+        overrides.append("train.verbose=0")
     try:
-        return config.load_config(args.config, args.overrides)
+        return config.load_config(args.config, overrides)
     except (OSError, config.ConfigError) as error:
         print(f"keras-circle {command}: error: {error}", file=sys.stderr)
         return None
@@ -106,7 +130,9 @@ def _print_summary(report):
         if isinstance(value, dict):
             metrics.update({f"{key}[{k}]": v for k, v in value.items()})
     for key, value in metrics.items():
-        if isinstance(value, (int, float)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            print(f"{key:>24}: {value}")  # a count, such as num_valid_queries
+        elif isinstance(value, float):
             print(f"{key:>24}: {value:.4f}")
     for key, value in report["artifacts"].items():
         print(f"{key:>24}: {value}")
@@ -190,15 +216,19 @@ def _run_demo(args):
             return 2
     from keras_circle import demo
 
-    _, status = _run_pipeline(
+    report, status = _run_pipeline(
         "demo",
         lambda: demo.run_demo(
             args.workdir,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
+            verbose=0 if args.quiet else 1,
             overwrite=args.overwrite,
         ),
     )
+    if not status and args.quiet:
+        # Quiet drops the progress, not the result.
+        print(demo.summary(report, pathlib.Path(args.workdir) / "report.json"))
     return status
 
 
@@ -215,6 +245,10 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    # `keras_circle.console.quiet_cli_start` reads `--verbose` off the raw
+    # command line before this parser runs; every subcommand accepts it.
+    for subparser in subparsers.choices.values():
+        _add_verbose(subparser)
     return parser
 
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from keras_circle import console
 from keras_circle.search import check_matrix
 from keras_circle.search import normalize_rows
 
@@ -109,7 +110,9 @@ def progress(num_blocks, verbose):
         return None
     import keras
 
-    return keras.utils.Progbar(num_blocks, unit_name="block")
+    return keras.utils.Progbar(
+        num_blocks, unit_name="block", verbose=console.progress_verbosity(1)
+    )
 
 
 def query_blocks(
