@@ -43,6 +43,8 @@ def test_fine_grained_retrieval_end_to_end(tmp_path):
     )
     report = _example("fine_grained_retrieval").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["recall_at_k", "map_at_r"])
+    # A pair-wise run draws its test pairs against the Eq. 8 circle.
+    assert (tmp_path / "plots" / "circle_boundary.png").is_file()
     assert report["metrics"]["recall_at_k"]["1"] > 0.4  # 5 unseen classes
 
 
@@ -64,6 +66,8 @@ def test_person_reid_end_to_end(tmp_path):
     assert config.data.root == "builtin:market1501_mini"
     report = _example("person_reid").train_and_evaluate(config, tmp_path / "run")
     _check(report, tmp_path / "run", ["mAP"], expected_steps=12)
+    assert (tmp_path / "run" / "plots" / "cmc.png").is_file()
+    assert "cmc_curve" not in report["metrics"]  # plotted, not reported
     # 60 queries, every one with a match on another camera.
     assert report["metrics"]["num_valid_queries"] == 60
 

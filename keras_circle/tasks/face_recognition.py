@@ -61,7 +61,7 @@ def load_data(config):
     return datasets.load_source(config, TASK, loaders)
 
 
-def _test_pairs(config, embedder, task_data):
+def _test_pairs(config, embedder, task_data, plot_dir):
     """Embeddings of pairs drawn from the test identities (no LFW pairs)."""
     images, labels, _ = task_data.eval_sets["test"]
     # Identity-disjoint folds need two identities each (10 as LFW when there
@@ -72,6 +72,8 @@ def _test_pairs(config, embedder, task_data):
         labels, num_folds=folds, pairs_per_fold=per_fold
     )
     x = evaluation.embed(embedder, images, task_data, config.eval.batch_size)
+    if config.eval.plots:
+        evaluation.plot_circle_boundary(config, x, labels, plot_dir)
     return x[pairs["index_a"]], x[pairs["index_b"]], pairs
 
 
@@ -83,7 +85,7 @@ def evaluate(config, embedder, task_data, plot_dir):
         a = evaluation.embed(embedder, np.asarray(pairs["paths_a"]), task_data, size)
         b = evaluation.embed(embedder, np.asarray(pairs["paths_b"]), task_data, size)
     else:
-        a, b, pairs = _test_pairs(config, embedder, task_data)
+        a, b, pairs = _test_pairs(config, embedder, task_data, plot_dir)
     folds = int(np.max(pairs["folds"])) + 1
     metrics = retrieval.verification_metrics(a, b, pairs["is_same"], folds=folds)
     roc = metrics.pop("roc")
