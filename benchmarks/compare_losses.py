@@ -106,7 +106,7 @@ def run(labels, make_loss, head, seed, steps, train, test):
     if labels == "class":
         model = keras.Model(embedder.input, kc.CosineProxies(10)(embedder.output))
     model.compile(keras.optimizers.Adam(2e-3), make_loss(), jit_compile=True)
-    model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
     x = embedder.predict(x_test[..., None] / 255.0, batch_size=500, verbose=0)
     return (
         retrieval.recall_at_k(x, y_test, ks=(1,), verbose=0)[1],
@@ -154,7 +154,7 @@ def run_glyphs(labels, make_loss, head, seed, steps, train, test):
             embedder.input, kc.CosineProxies(num_classes)(embedder.output)
         )
     model.compile(keras.optimizers.Adam(1e-3), make_loss(), jit_compile=True)
-    model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
     x = embedder.predict(test.images / 255.0, batch_size=1000, verbose=0)
     return glyph_metrics(x, test)
 

@@ -5,17 +5,22 @@ backend; `keras_circle.data`, `keras_circle.distribute` and
 `keras_circle.export` are TensorFlow-only and are imported on use.
 """
 
-from keras_circle.layers import CosineProxies
-from keras_circle.losses import AMSoftmaxLoss
-from keras_circle.losses import ArcFaceLoss
-from keras_circle.losses import CircleLoss
-from keras_circle.losses import ClassCircleLoss
-from keras_circle.losses import CosFaceLoss
-from keras_circle.losses import TripletLoss
-from keras_circle.losses import UnifiedPairLoss
-from keras_circle.presets import PRESETS
-from keras_circle.presets import circle_loss_for
-from keras_circle.xbm import CrossBatchMemory
-from keras_circle.xbm import XBMCircleLoss
+# First, before Keras imports TensorFlow: the command line starts quietly.
+from keras_circle import console
+
+console.quiet_cli_start()
+
+from keras_circle.layers import CosineProxies  # noqa: E402
+from keras_circle.losses import AMSoftmaxLoss  # noqa: E402
+from keras_circle.losses import ArcFaceLoss  # noqa: E402
+from keras_circle.losses import CircleLoss  # noqa: E402
+from keras_circle.losses import ClassCircleLoss  # noqa: E402
+from keras_circle.losses import CosFaceLoss  # noqa: E402
+from keras_circle.losses import TripletLoss  # noqa: E402
+from keras_circle.losses import UnifiedPairLoss  # noqa: E402
+from keras_circle.presets import PRESETS  # noqa: E402
+from keras_circle.presets import circle_loss_for  # noqa: E402
+from keras_circle.xbm import CrossBatchMemory  # noqa: E402
+from keras_circle.xbm import XBMCircleLoss  # noqa: E402
 
 __version__ = "0.1.0"

@@ -42,7 +42,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         batch_size: Batch size of the embedding pass over an array `x`.
             Defaults to `256`.
         prefix: Prefix of the log keys. Defaults to `"val_"`.
-        verbose: Whether to print a line with the results. Defaults to `1`.
+        verbose: Whether to print a line with the results when `fit` runs
+            with `verbose=0` (otherwise `fit`'s progress output shows them,
+            once). Defaults to `1`.
 
     Example:
 
@@ -125,6 +127,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         if logs is not None:
             # Mutating the shared dict is how later callbacks see the values.
             logs.update(results)
-        if self.verbose:
+        # `fit`'s own progress output (verbose 1 or 2) prints `logs`, these
+        # results included: a line of ours would print them twice.
+        if self.verbose and not (self.params or {}).get("verbose"):
             line = " - ".join(f"{k}: {v:.4f}" for k, v in results.items())
             print(f"Epoch {epoch + 1}: retrieval: {line}")

@@ -36,6 +36,7 @@ def _add_train(subparsers):
         "Start over: remove WORKDIR's earlier run (its published export/ "
         "versions stay).",
     )
+    options.add_quiet(parser)
     options.add_allow_shape_change(
         parser, "WORKDIR/export/saved_model (checked before training)"
     )
@@ -53,6 +54,7 @@ def _add_evaluate(subparsers):
         "differ.",
     )
     options.add_run_arguments(parser, "The run's config file.")
+    options.add_quiet(parser)
 
 
 def _add_demo(subparsers):
@@ -72,13 +74,17 @@ def _add_demo(subparsers):
         "--steps-per-epoch", type=int, default=80, help="10 x 10 batches per epoch."
     )
     options.add_overwrite(parser)
+    options.add_quiet(parser)
 
 
 def _load(args, command):
     from keras_circle import config
 
+    overrides = list(args.overrides)
+    if getattr(args, "quiet", False):
+        overrides.append("train.verbose=0")
     try:
-        return config.load_config(args.config, args.overrides)
+        return config.load_config(args.config, overrides)
     except (OSError, config.ConfigError) as error:
         print(f"keras-circle {command}: error: {error}", file=sys.stderr)
         return None
@@ -90,7 +96,9 @@ def _print_summary(report):
         if isinstance(value, dict):
             metrics.update({f"{key}[{k}]": v for k, v in value.items()})
     for key, value in metrics.items():
-        if isinstance(value, (int, float)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            print(f"{key:>24}: {value}")  # a count, such as num_valid_queries
+        elif isinstance(value, float):
             print(f"{key:>24}: {value:.4f}")
     for key, value in report["artifacts"].items():
         print(f"{key:>24}: {value}")
@@ -174,15 +182,19 @@ def _run_demo(args):
             return 2
     from keras_circle import demo
 
-    _, status = _run_pipeline(
+    report, status = _run_pipeline(
         "demo",
         lambda: demo.run_demo(
             args.workdir,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
+            verbose=0 if args.quiet else 1,
             overwrite=args.overwrite,
         ),
     )
+    if not status and args.quiet:
+        # Quiet drops the progress, not the result.
+        print(demo.summary(report, pathlib.Path(args.workdir) / "report.json"))
     return status
 
 
@@ -199,6 +211,10 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    # `keras_circle.console.quiet_cli_start` reads `--verbose` off the raw
+    # command line before this parser runs; every subcommand accepts it.
+    for subparser in subparsers.choices.values():
+        options.add_verbose(subparser)
     return parser
 
 

@@ -91,3 +91,23 @@ def preprocessing_flags(normalization, center_crop):
         spec["resize"] = "resize_shorter_then_center_crop"
         spec["shorter_side"] = center_crop
     return spec
+
+
+def add_quiet(parser):
+    """`--quiet`: no progress output (train.verbose=0); summaries still print."""
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="No progress bars or per-epoch lines (train.verbose=0); the "
+        "summary at the end still prints.",
+    )
+
+
+def add_verbose(parser):
+    """`--verbose`: keep TensorFlow's own start-up logging."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Keep TensorFlow's own logging (its C++ start-up lines and INFO "
+        "messages), which keras-circle silences by default.",
+    )

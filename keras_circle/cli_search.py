@@ -152,7 +152,12 @@ class Embedder:
         out = [
             self._embed(x.numpy())
             for x in tqdm(
-                ds, total=total, desc="embed", unit="batch", disable=not progress
+                ds,
+                total=total,
+                desc="embed",
+                unit="batch",
+                # None: drawn only on a terminal, never into a log file.
+                disable=None if progress else True,
             )
         ]
         return np.concatenate(out)

@@ -1,88 +1,41 @@
 """Diagnostic plots for metric learning, each written to a PNG file.
 
-Recall@K curves, the Circle loss decision boundary with a batch's pair
-similarities (the paper's Fig. 5), positive/negative similarity histograms,
-verification ROC curves and a run's training loss. Figures are drawn with matplotlib's object API on the
-Agg canvas: no pyplot, no change to the global backend, safe in threads and on
-machines without a display.
+Here: the Circle loss decision boundary with pair similarities (the
+paper's Fig. 5) and positive/negative similarity histograms. Re-exported
+from `keras_circle.curves`: Recall@K, re-ID CMC, verification ROC and the
+training loss. Each `plot_*` function writes a PNG; a `*_figure` function
+beside it returns the `matplotlib.figure.Figure` it draws (axes, limits
+and labels can be checked or restyled before saving). Drawn on the Agg
+canvas without pyplot (`keras_circle.figures`): no change to the global
+backend, safe in threads and on machines without a display.
 """
 
-import numbers
-import os
-
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from keras_circle import retrieval
+from keras_circle.curves import cmc_figure
+from keras_circle.curves import loss_curve_figure
+from keras_circle.curves import plot_cmc
+from keras_circle.curves import plot_loss_curve
+from keras_circle.curves import plot_recall_at_k
+from keras_circle.curves import plot_roc
+from keras_circle.curves import recall_at_k_figure
+from keras_circle.figures import new_axes as _axes
+from keras_circle.figures import save_figure as _save
 
-
-def _axes(figsize=(5.5, 4.5)):
-    figure = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(figure)
-    return figure, figure.add_subplot()
-
-
-def _save(figure, path):
-    if path is None:
-        raise ValueError("`path` is required: where to write the PNG; got None.")
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, format="png", bbox_inches="tight")
-    return path
-
-
-def plot_recall_at_k(results, path, *, title="Recall@K"):
-    """Plots Recall@K curves of one or several models on one figure.
-
-    Args:
-        results: `{name: {k: recall}}` to compare models, or one `{k: recall}`
-            as returned by `keras_circle.retrieval.recall_at_k`. Recalls in
-            `[0, 1]`, shown as percentages on a log2 K axis.
-        path: Where to write the PNG.
-        title: Figure title. Defaults to `"Recall@K"`.
-
-    Returns:
-        `path` as a string.
-
-    Example:
-
-    >>> keras_circle.plots.plot_recall_at_k(
-    ...     {"circle": {1: 0.66, 2: 0.77, 4: 0.85, 8: 0.91}}, "recall.png")
-    'recall.png'
-    """
-    if results and all(isinstance(k, numbers.Integral) for k in results):
-        results = {"model": results}
-    if not results or not all(isinstance(v, dict) and v for v in results.values()):
-        raise ValueError(
-            "`results` must be `{name: {k: recall}}` or `{k: recall}`; "
-            f"got {results!r}."
-        )
-    figure, axes = _axes()
-    all_ks = set()
-    for name, curve in results.items():
-        ks = sorted(curve)
-        all_ks.update(ks)
-        values = [100 * curve[k] for k in ks]
-        axes.plot(ks, values, marker="o", label=str(name))
-        for k, v in zip(ks, values, strict=True):
-            axes.annotate(
-                f"{v:.1f}",
-                (k, v),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=7,
-            )
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(sorted(all_ks), [str(k) for k in sorted(all_ks)])
-    axes.set_xlabel("K")
-    axes.set_ylabel("Recall@K (%)")
-    axes.set_ylim(0, 105)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    axes.set_title(title)
-    return _save(figure, path)
+__all__ = [
+    "cmc_figure",
+    "loss_curve_figure",
+    "pair_similarities",
+    "plot_circle_boundary",
+    "plot_cmc",
+    "plot_loss_curve",
+    "plot_recall_at_k",
+    "plot_roc",
+    "plot_similarity_histograms",
+    "recall_at_k_figure",
+    "similarity_histograms_figure",
+]
 
 
 def pair_similarities(embeddings, labels, max_pairs=2000, *, mode="mean", seed=0):
@@ -253,6 +206,57 @@ def sample_pairs(labels, max_pairs, rng):
     return pos_pairs, (i[keep][:half], j[keep][:half])
 
 
+def similarity_histograms_figure(
+    embeddings, labels, *, max_pairs=200_000, bins=100, margin=None, seed=0
+):
+    """The `matplotlib.figure.Figure` that `plot_similarity_histograms` writes."""
+    x = retrieval.checks.check_embeddings(embeddings, "embeddings", 2)
+    labels = retrieval.checks.check_labels(labels, x.shape[0], "labels", "embeddings")
+    positives, negatives = sample_pairs(labels, max_pairs, np.random.default_rng(seed))
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sets = [
+        (name, colour, np.einsum("ij,ij->i", x[i], x[j]))
+        for (i, j), name, colour in (
+            (positives, "positive", "tab:green"),
+            (negatives, "negative", "tab:red"),
+        )
+        if i.size
+    ]
+    if not sets:
+        raise ValueError("`labels` give no pair: pass at least two samples.")
+    # The bins span the similarities there are (a trained embedder's pairs
+    # may all lie in [0.6, 1]), not the whole [-1, 1].
+    low = min(sims.min() for _, _, sims in sets)
+    high = max(sims.max() for _, _, sims in sets)
+    pad = max(0.02, 0.03 * (high - low))
+    low, high = max(-1.0, low - pad), min(1.0, high + pad)
+    edges = np.linspace(low, high, bins + 1)
+    figure, axes = _axes((6.0, 4.0))
+    for name, colour, sims in sets:
+        axes.hist(
+            sims,
+            bins=edges,
+            density=True,
+            alpha=0.5,
+            color=colour,
+            label=f"{name} pairs ({sims.size}, mean {sims.mean():.3f})",
+        )
+    if margin is not None:
+        for value, colour, label in (
+            (1 - margin, "tab:green", f"1 - m = {1 - margin:g}"),
+            (margin, "tab:red", f"m = {margin:g}"),
+        ):
+            # A target outside the data's range would only squeeze the data.
+            if low <= value <= high:
+                axes.axvline(value, color=colour, ls="--", label=label)
+    axes.set_xlim(low, high)
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("density")
+    axes.legend(fontsize=8)
+    axes.set_title("Pair similarities")
+    return figure
+
+
 def plot_similarity_histograms(
     embeddings, labels, path, *, max_pairs=200_000, bins=100, margin=None, seed=0
 ):
@@ -260,129 +264,24 @@ def plot_similarity_histograms(
 
     Small sets use every pair; larger ones a uniform sample of up to
     `max_pairs // 2` positive and as many negative pairs, so the rare
-    positives still show. Both histograms are densities.
+    positives still show. Both histograms are densities, over the range the
+    similarities occupy (not the whole `[-1, 1]`).
 
     Args:
-        embeddings: Array `(num_samples, dim)`.
+        embeddings: Array `(num_samples, dim)` (L2-normalised here).
         labels: Integer labels `(num_samples,)`.
         path: Where to write the PNG.
         max_pairs: Pair budget. Defaults to `200_000`.
-        bins: Histogram bins over `[-1, 1]`. Defaults to `100`.
+        bins: Histogram bins over the similarities' range. Defaults to `100`.
         margin: If set, marks Circle loss's targets `s_p > 1 - m` and
-            `s_n < m` (delta_p and delta_n). Defaults to `None`.
+            `s_n < m` (delta_p and delta_n) where they fall in that range.
+            Defaults to `None`.
         seed: Seed of the pair sampling. Defaults to `0`.
 
     Returns:
         `path` as a string.
     """
-    x = retrieval.checks.check_embeddings(embeddings, "embeddings", 2)
-    labels = retrieval.checks.check_labels(labels, x.shape[0], "labels", "embeddings")
-    positives, negatives = sample_pairs(labels, max_pairs, np.random.default_rng(seed))
-    figure, axes = _axes((6.0, 4.0))
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    for (i, j), name, colour in (
-        (positives, "positive", "tab:green"),
-        (negatives, "negative", "tab:red"),
-    ):
-        if i.size == 0:
-            continue
-        sims = np.einsum("ij,ij->i", x[i], x[j])
-        axes.hist(
-            sims,
-            bins=edges,
-            density=True,
-            alpha=0.5,
-            color=colour,
-            label=f"{name} pairs ({i.size}, mean {sims.mean():.3f})",
-        )
-    if margin is not None:
-        axes.axvline(
-            1 - margin, color="tab:green", ls="--", label=f"1 - m = {1 - margin:g}"
-        )
-        axes.axvline(margin, color="tab:red", ls="--", label=f"m = {margin:g}")
-    axes.set_xlabel("cosine similarity")
-    axes.set_ylabel("density")
-    axes.legend(fontsize=8)
-    axes.set_title("Pair similarities")
-    return _save(figure, path)
-
-
-def plot_roc(fpr, tpr, path, fars=(1e-3, 1e-4), *, auc=None, title="ROC"):
-    """Plots a verification ROC curve on a log false-accept axis.
-
-    Marks the true-accept rate at each FAR (the best TPR with FPR <= FAR),
-    as reported for IJB-B/C. Pass the `roc` of
-    `keras_circle.retrieval.verification_metrics`.
-
-    Args:
-        fpr: False-accept rates, rising.
-        tpr: True-accept rates, same length.
-        path: Where to write the PNG.
-        fars: FARs to mark. Defaults to `(1e-3, 1e-4)`.
-        auc: Area under the curve to show in the legend, or `None`. Defaults
-            to `None`.
-        title: Figure title. Defaults to `"ROC"`.
-
-    Returns:
-        `path` as a string.
-    """
-    fpr, tpr = np.asarray(fpr, np.float64).ravel(), np.asarray(tpr, np.float64).ravel()
-    if fpr.shape != tpr.shape or fpr.size < 2:
-        raise ValueError(
-            "`fpr` and `tpr` must have the same length, at least 2; got "
-            f"{fpr.size} and {tpr.size}."
-        )
-    figure, axes = _axes()
-    positive = fpr > 0
-    floor = fpr[positive].min() if positive.any() else 1e-6
-    floor = min([floor, *fars]) / 2
-    label = "ROC" if auc is None else f"ROC (AUC {auc:.4f})"
-    axes.plot(np.maximum(fpr, floor), tpr, lw=1.5, label=label)
-    for far in fars:
-        reached = fpr <= far
-        tar = tpr[reached].max() if reached.any() else 0.0
-        axes.axvline(far, color="gray", ls=":", lw=1)
-        axes.plot([far], [tar], "o", label=f"TAR@FAR={far:g}: {100 * tar:.2f}%")
-    axes.set_xscale("log")
-    axes.set_xlim(floor, 1.0)
-    axes.set_ylim(0.0, 1.01)
-    axes.set_xlabel("false accept rate")
-    axes.set_ylabel("true accept rate")
-    axes.grid(alpha=0.3, which="both")
-    axes.legend(loc="lower right", fontsize=8)
-    axes.set_title(title)
-    return _save(figure, path)
-
-
-def plot_loss_curve(losses, path, *, title="Training loss"):
-    """Plots a run's training loss, one point per round (backup interval).
-
-    Args:
-        losses: One loss per round, e.g. the `"loss"` column of the run's
-            `history.csv` (`report["history"]["loss"]`). `None` (a round that
-            logged no loss) leaves a gap.
-        path: Where to write the PNG.
-        title: Figure title. Defaults to `"Training loss"`.
-
-    Returns:
-        `path` as a string.
-    """
-    try:
-        values = np.array(
-            [np.nan if v is None else v for v in losses], dtype=np.float64
-        )
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"`losses` must be a sequence of numbers (or None); got {losses!r}."
-        ) from error
-    if values.ndim != 1 or not np.isfinite(values).any():
-        raise ValueError(
-            "`losses` must be a flat sequence with at least one finite loss; "
-            f"got {losses!r}."
-        )
-    figure, axes = _axes(figsize=(5.5, 4))
-    axes.plot(np.arange(1, len(values) + 1), values, marker="o")
-    axes.set_xlabel("round (backup interval)")
-    axes.set_ylabel("training loss")
-    axes.set_title(title)
+    figure = similarity_histograms_figure(
+        embeddings, labels, max_pairs=max_pairs, bins=bins, margin=margin, seed=seed
+    )
     return _save(figure, path)

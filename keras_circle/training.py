@@ -13,6 +13,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_circle import console
+
 
 class TrainingDivergedError(RuntimeError):
     """Training produced a non-finite loss (or weights): it diverged.
@@ -197,7 +199,11 @@ def train_loop(
 
     history = {"loss": [], "step": []}
     show = verbose and _is_chief(strategy)
-    progbar = keras.utils.Progbar(steps) if show else None
+    progbar = None
+    if show:
+        progbar = keras.utils.Progbar(
+            steps, verbose=console.progress_verbosity(int(verbose))
+        )
     if progbar is not None and start:
         progbar.update(start)
     for step in range(start + 1, steps + 1):

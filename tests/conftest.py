@@ -34,6 +34,21 @@ def _clean_keras_state():
     keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _builtin_cache(tmp_path_factory):
+    """The built-in small data sets go to a session folder, not ~/.cache.
+
+    An environment variable, so CLI subprocesses use the same folder.
+    """
+    saved = os.environ.get("KERAS_CIRCLE_CACHE_DIR")
+    os.environ["KERAS_CIRCLE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("KERAS_CIRCLE_CACHE_DIR", None)
+    else:
+        os.environ["KERAS_CIRCLE_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -89,6 +89,25 @@ def test_history_and_later_callbacks(rng, capsys):
     assert "Epoch 2: retrieval: val_recall_at_1:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fit_verbose", [1, 2])
+def test_metrics_print_once_with_fit_progress(rng, capsys, fit_verbose):
+    x, labels = _data(rng)
+    model = _embedder()
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(
+        x,
+        rng.standard_normal((96, 4)),
+        epochs=2,
+        batch_size=32,
+        verbose=fit_verbose,
+        callbacks=[callbacks.RetrievalEvaluation(None, x, labels, batch_size=32)],
+    )
+    out = capsys.readouterr().out
+    # fit's epoch lines show the results; the callback adds no second copy.
+    assert out.count("val_recall_at_1:") == 2
+    assert "retrieval:" not in out
+
+
 def test_tensorboard_event_file(tmp_path, rng):
     # Keras's TensorBoard writes through the `tensorboard` package, which the
     # pinned stack does not install; CI runs this where it is present.

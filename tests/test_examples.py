@@ -4,9 +4,7 @@ import importlib.util
 import json
 import pathlib
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_circle import config as config_lib
 from keras_circle import export
@@ -21,27 +19,6 @@ def _example(task, name="train"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def make_market1501(root, ids=8, cams=3, per_cam=2):
-    """A Market-1501 layout with coloured-pattern identities, 64x32 JPEGs."""
-    rng = np.random.default_rng(0)
-    for folder in ("bounding_box_train", "bounding_box_test", "query"):
-        (root / folder).mkdir(parents=True)
-    for pid in range(1, 2 * ids + 1):
-        base = rng.integers(0, 255, (4, 2, 3))
-        for cam in range(1, cams + 1):
-            for n in range(per_cam):
-                noise = rng.integers(-20, 20, (64, 32, 3))
-                image = np.clip(np.kron(base, np.ones((16, 16, 1))) + noise, 0, 255)
-                jpeg = tf.io.encode_jpeg(image.astype(np.uint8)).numpy()
-                name = f"{pid:04d}_c{cam}s1_{n:06d}_00.jpg"
-                if pid <= ids:
-                    folder = "bounding_box_train"
-                else:
-                    folder = "query" if (cam == 1 and n == 0) else "bounding_box_test"
-                (root / folder / name).write_bytes(jpeg)
-    return root
 
 
 def _check(report, workdir, expected, expected_steps=20):
@@ -66,6 +43,8 @@ def test_fine_grained_retrieval_end_to_end(tmp_path):
     )
     report = _example("fine_grained_retrieval").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["recall_at_k", "map_at_r"])
+    # A pair-wise run draws its test pairs against the Eq. 8 circle.
+    assert (tmp_path / "plots" / "circle_boundary.png").is_file()
     assert report["metrics"]["recall_at_k"]["1"] > 0.4  # 5 unseen classes
 
 
@@ -73,19 +52,24 @@ def test_face_recognition_end_to_end(tmp_path):
     config = config_lib.load_config(
         ROOT / "configs/small/face_recognition.json", ["train.verbose=0"]
     )
+    assert config.data.source == "identity_folders"
     report = _example("face_recognition").train_and_evaluate(config, tmp_path)
     _check(report, tmp_path, ["accuracy", "tar_at_far", "auc"])
     assert report["metrics"]["accuracy"] > 0.5
 
 
 def test_person_reid_end_to_end(tmp_path):
-    root = make_market1501(tmp_path / "market")
+    # As shipped: no data.root, the built-in Market-1501 layout.
     config = config_lib.load_config(
-        ROOT / "configs/small/person_reid.json",
-        [f"data.root={root}", "train.verbose=0"],
+        ROOT / "configs/small/person_reid.json", ["train.verbose=0"]
     )
+    assert config.data.root == "builtin:market1501_mini"
     report = _example("person_reid").train_and_evaluate(config, tmp_path / "run")
     _check(report, tmp_path / "run", ["mAP"], expected_steps=12)
+    assert (tmp_path / "run" / "plots" / "cmc.png").is_file()
+    assert "cmc_curve" not in report["metrics"]  # plotted, not reported
+    # 60 queries, every one with a match on another camera.
+    assert report["metrics"]["num_valid_queries"] == 60
 
 
 def test_wrong_family_is_rejected(tmp_path):

@@ -131,3 +131,67 @@ def test_plot_loss_curve_leaves_gaps_and_rejects_bad_losses(tmp_path):
     for bad in ([], [None], ["high"], [[1.0, 2.0]]):
         with pytest.raises(ValueError, match="`losses`"):
             plots.plot_loss_curve(bad, tmp_path / "bad.png")
+
+
+def test_recall_axis_is_fitted_to_the_values():
+    high = {1: 0.92, 2: 0.95, 4: 0.97, 8: 0.98}
+    axes = plots.recall_at_k_figure({"a": high, "b": {1: 0.9, 8: 0.99}}).axes[0]
+    low_limit, high_limit = axes.get_ylim()
+    assert 80 < low_limit < 90 and 99 < high_limit <= 105
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["1", "2", "4", "8"]
+    assert axes.get_ylabel() == "Recall@K (%)" and axes.get_xlabel().startswith("K")
+    # Every value is labelled on the plot.
+    assert {"92.0", "98.0", "99.0"} <= {t.get_text() for t in axes.texts}
+    low = plots.recall_at_k_figure({1: 0.05, 2: 0.1, 4: 0.2}).axes[0]
+    assert 0.0 <= low.get_ylim()[0] < 5 and 20 < low.get_ylim()[1] < 30
+
+
+def test_cmc_figure_draws_the_curve_on_fitted_axes(rng):
+    g = rng.standard_normal((30, 8))
+    q = g + 0.6 * rng.standard_normal((30, 8))  # rank-1 far above 0%
+    ids = np.arange(30)
+    out = retrieval.reid_metrics(q, ids, [1] * 30, g, ids, [2] * 30, curve=True)
+    axes = plots.cmc_figure(out["cmc_curve"], max_rank=20).axes[0]
+    (line,) = axes.get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 21))
+    np.testing.assert_allclose(line.get_ydata(), 100 * out["cmc_curve"][:20])
+    assert axes.get_xlabel() == "rank k" and "%" in axes.get_ylabel()
+    low, high = axes.get_ylim()
+    assert low <= 100 * out["cmc_curve"][0] and high >= 100 * out["cmc_curve"][19]
+    assert low > 10  # fitted to the curve, not 0-100%
+    assert any(t.get_text().startswith("R-1:") for t in axes.texts)
+    with pytest.raises(ValueError, match="`cmc_curve`"):
+        plots.cmc_figure([])
+    with pytest.raises(ValueError, match="`max_rank`"):
+        plots.cmc_figure([0.5, 1.0], max_rank=0)
+
+
+def test_plot_cmc_writes_a_png(tmp_path):
+    _assert_png(plots.plot_cmc(np.linspace(0.3, 1.0, 80), tmp_path / "cmc.png"))
+
+
+def test_histograms_span_the_similarities_there_are(rng):
+    # Every pair's cosine lies in about [0.6, 1]: one direction plus noise.
+    emb = np.ones((60, 16)) + 0.25 * rng.standard_normal((60, 16))
+    labels = np.arange(60) % 4
+    sims = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ (
+        emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    ).T
+    axes = plots.similarity_histograms_figure(emb, labels, margin=0.1).axes[0]
+    low, high = axes.get_xlim()
+    assert sims.min() - 0.05 <= low <= sims.min() and high >= sims.max() - 1e-6
+    assert low > 0.3  # not the fixed [-1, 1]
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    # 1 - m = 0.9 falls among the data and is drawn; m = 0.1 is off the range.
+    assert "1 - m = 0.9" in legend and "m = 0.1" not in legend
+
+
+def test_loss_curve_x_axis_counts_steps_or_epochs():
+    axes = plots.loss_curve_figure([2.0, 1.5, 1.2], steps_per_round=5).axes[0]
+    np.testing.assert_array_equal(axes.get_lines()[0].get_xdata(), [5, 10, 15])
+    assert axes.get_xlabel() == "training step" and "loss" in axes.get_ylabel()
+    axes = plots.loss_curve_figure([2.0, 1.5]).axes[0]
+    np.testing.assert_array_equal(axes.get_lines()[0].get_xdata(), [1, 2])
+    assert axes.get_xlabel() == "epoch"
+    with pytest.raises(ValueError, match="`steps_per_round`"):
+        plots.loss_curve_figure([1.0], steps_per_round=0)

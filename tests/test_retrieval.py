@@ -74,7 +74,7 @@ def _ref_reid(q, q_ids, q_cams, g, g_ids, g_cams, ranks):
         firsts.append(good[0])
         aps.append(np.mean([(n + 1) / (pos + 1) for n, pos in enumerate(good)]))
     cmc = {k: sum(f < k for f in firsts) / len(firsts) for k in ranks}
-    return cmc, float(np.mean(aps))
+    return cmc, float(np.mean(aps)), firsts
 
 
 def _clustered(rng, n, classes, dim=16, noise=0.8):
@@ -184,9 +184,21 @@ def _reid_data(rng, num_ids=12, per_id=6, dim=8):
 def test_reid_correctness(seed):
     args = _reid_data(np.random.default_rng(seed))
     out = retrieval.reid_metrics(*args, ranks=(1, 3, 5, 10))
-    cmc, mean_ap = _ref_reid(*args, ranks=(1, 3, 5, 10))
+    cmc, mean_ap, _ = _ref_reid(*args, ranks=(1, 3, 5, 10))
     assert out["cmc"] == pytest.approx(cmc, abs=1e-12)
     assert out["mAP"] == pytest.approx(mean_ap, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reid_cmc_curve_matches_brute_force(seed):
+    args = _reid_data(np.random.default_rng(seed))
+    out = retrieval.reid_metrics(*args, curve=True)
+    _, _, firsts = _ref_reid(*args, ranks=())
+    num_gallery = int(np.sum(np.asarray(args[4]) != -1))
+    expected = [np.mean([f < k for f in firsts]) for k in range(1, num_gallery + 1)]
+    np.testing.assert_allclose(out["cmc_curve"], expected, atol=1e-12)
+    assert out["cmc_curve"][-1] == 1.0  # every valid query matches by the end
+    assert "cmc_curve" not in retrieval.reid_metrics(*args)
 
 
 def test_reid_filtering_hand_made():
@@ -593,7 +605,7 @@ def test_reid_many_exact_ties_match_brute_force(seed):
     q_ids, q_cams = rng.integers(1, 5, 10), rng.integers(0, 3, 10)
     args = (q, q_ids, q_cams, g, g_ids, g_cams)
     out = retrieval.reid_metrics(*args, ranks=(1, 2, 5, 20))
-    cmc, mean_ap = _ref_reid(*args, ranks=(1, 2, 5, 20))
+    cmc, mean_ap, _ = _ref_reid(*args, ranks=(1, 2, 5, 20))
     assert out["cmc"] == pytest.approx(cmc, abs=1e-12)
     assert out["mAP"] == pytest.approx(mean_ap, abs=1e-12)
 
@@ -606,6 +618,6 @@ def test_reid_counts_in_chunks_when_matches_are_many(monkeypatch):
     whole = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
     monkeypatch.setattr(reid, "_COUNT_BUDGET", 7)
     chunked = retrieval.reid_metrics(*args, ranks=(1, 3, 5))
-    cmc, mean_ap = _ref_reid(*args, ranks=(1, 3, 5))
+    cmc, mean_ap, _ = _ref_reid(*args, ranks=(1, 3, 5))
     assert chunked["cmc"] == whole["cmc"] == pytest.approx(cmc, abs=1e-12)
     assert chunked["mAP"] == pytest.approx(mean_ap, abs=1e-12)

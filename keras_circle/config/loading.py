@@ -15,8 +15,11 @@ import pathlib
 import types
 import typing
 
+from keras_circle.config.schema import BUILTIN_PREFIX
+from keras_circle.config.schema import BUILTIN_SOURCES
 from keras_circle.config.schema import DEFAULT_TASK
 from keras_circle.config.schema import TASKS
+from keras_circle.config.schema import BuiltinSet
 from keras_circle.config.schema import ClassLoss
 from keras_circle.config.schema import Config
 from keras_circle.config.schema import ConfigError
@@ -134,6 +137,21 @@ def _check_ranges(config):
         raise ConfigError("`eval.ks` must list at least one rank; got [].")
 
 
+def _check_builtin_paths(dc):
+    """A `"builtin:<set>..."` data path names a set of `data.source`."""
+    for key in ("root", "lfw_pairs", "lfw_root"):
+        value = getattr(dc, key)
+        if not (isinstance(value, str) and value.startswith(BUILTIN_PREFIX)):
+            continue
+        name = value[len(BUILTIN_PREFIX) :].split("/", 1)[0]
+        _check_value(name, BuiltinSet, f"data.{key} (the set of {value!r})")
+        if BUILTIN_SOURCES[name] != dc.source:
+            raise ConfigError(
+                f"`data.{key}={value!r}` is a {BUILTIN_SOURCES[name]!r} folder; "
+                f"`data.source` is {dc.source!r}."
+            )
+
+
 def validate(config):
     """Checks what the types do not: loss pairings and numeric ranges.
 
@@ -158,6 +176,7 @@ def validate(config):
             f"`data.image_size` must be [height, width]; got {config.data.image_size}."
         )
     _check_ranges(config)
+    _check_builtin_paths(config.data)
     backup, steps = config.train.backup_every, config.train.steps_per_epoch
     if backup and steps and steps % backup:
         raise ConfigError(

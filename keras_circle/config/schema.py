@@ -14,6 +14,12 @@ from keras_circle.presets import PRESETS
 
 Task = Literal["face_recognition", "person_reid", "fine_grained_retrieval"]
 Source = Literal["fashion_mnist", "identity_folders", "market1501", "msmt17", "tfds"]
+# Small folders in the released layouts, built from the packaged data on
+# first use (`keras_circle.data.builtin`): a data path `"builtin:<set>"`
+# (or `"builtin:<set>/<path inside it>"`), and the source each one is.
+BuiltinSet = Literal["market1501_mini", "faces_mini"]
+BUILTIN_SOURCES = {"market1501_mini": "market1501", "faces_mini": "identity_folders"}
+BUILTIN_PREFIX = "builtin:"
 Backbone = Literal[
     "small_cnn", "resnet50", "resnet101", "resnet152", "inception_v3", "efficientnet_b0"
 ]
@@ -50,7 +56,12 @@ class DataConfig:
             `"identity_folders"` (faces: `root/<identity>/<image>`),
             `"market1501"`, `"msmt17"` (re-ID folders) or `"tfds"`
             (fine-grained: `name` is `"cub"`, `"cars196"` or `"sop"`).
-        root: Data folder for the folder sources.
+        root: Data folder for the folder sources, or a built-in small set
+            (offline, built in the cache on first use):
+            `"builtin:market1501_mini"` (Market-1501 layout) or
+            `"builtin:faces_mini/train"` (identity folders; its LFW-style
+            `lfw_root` and `lfw_pairs` are `"builtin:faces_mini/lfw"` and
+            `"builtin:faces_mini/pairs.txt"`).
         name: TFDS set name for `source="tfds"`.
         tfds_data_dir: TFDS data folder (`None`: TFDS's default).
         split: `"official"` (train and test splits share their classes) or
@@ -62,7 +73,7 @@ class DataConfig:
         channels: Image channels fed to the model.
         lfw_pairs: LFW `pairs.txt` for face verification (`None`: pairs
             drawn from the test identities).
-        lfw_root: Folder of the LFW images.
+        lfw_root: Folder of the LFW images (`None`: `root`).
         max_train_images: Keep at most this many training images (0: all).
         max_test_images: Keep at most this many test images (0: all).
     """

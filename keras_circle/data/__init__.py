@@ -4,11 +4,15 @@ Class-balanced P x K sampling (`pk_batches`), loaders for the fine-grained
 (TFDS), person re-ID (Market-1501, MSMT17 folders) and face (identity
 folders, LFW pairs) data sets, per-family preprocessing (the test-time
 conventions shared with export: `conventions`), and a Fashion-MNIST
-subset that ships with the package. The glyph benchmark loader
+subset that ships with the package, from which small Market-1501 and
+face folders are built on first use (`builtin_set`, `data_path`). The glyph benchmark loader
 (`load_glyphs`) and the Fashion-MNIST subset compute in NumPy only, but
 importing them through this package imports TensorFlow.
 """
 
+from keras_circle.data.builtin import BUILTIN_SETS
+from keras_circle.data.builtin import builtin_set
+from keras_circle.data.builtin import data_path
 from keras_circle.data.conventions import BACKBONES
 from keras_circle.data.conventions import NORMALIZATIONS
 from keras_circle.data.conventions import backbone_normalization
@@ -52,6 +56,7 @@ from keras_circle.data.sampler import pk_dataset_fn
 __all__ = [
     "ArraySource",
     "BACKBONES",
+    "BUILTIN_SETS",
     "FINE_GRAINED_SETS",
     "FileSource",
     "Glyphs",
@@ -59,8 +64,10 @@ __all__ = [
     "ReidSplit",
     "TfdsSource",
     "backbone_normalization",
+    "builtin_set",
     "check_spec",
     "cross_typeface_split",
+    "data_path",
     "decode_image_file",
     "epoch_plan",
     "face_spec",

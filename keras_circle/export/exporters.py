@@ -4,11 +4,13 @@ import json
 import math
 import numbers
 import os
+import sys
 
 import keras
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from keras_circle import console
 from keras_circle.export import publish
 from keras_circle.export.fingerprint import METADATA_PATH
 from keras_circle.export.fingerprint import check_shape_change
@@ -362,10 +364,18 @@ class _Steps:
     """A one-line progress bar over the named export steps."""
 
     def __init__(self, desc, enabled):
-        self._bar = tqdm(total=4, desc=desc, unit="step", disable=not enabled)
+        # A redrawn bar only on a terminal; a log file gets one plain line
+        # per step instead.
+        self._desc = desc
+        self._lines = enabled and not console.is_terminal(sys.stderr)
+        self._bar = tqdm(
+            total=4, desc=desc, unit="step", disable=not enabled or self._lines
+        )
         self._started = False
 
     def step(self, name):
+        if self._lines:
+            print(f"{self._desc}: {name}", file=sys.stderr, flush=True)
         if self._started:
             self._bar.update(1)
         self._started = True

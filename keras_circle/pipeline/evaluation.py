@@ -23,6 +23,25 @@ def embed(embedder, items, task_data, batch_size):
     return np.asarray(embedder.predict(ds, verbose=0), dtype=np.float32)
 
 
+def plot_circle_boundary(config, embeddings, labels, plot_dir):
+    """`plot_dir/circle_boundary.png` of a pair-wise run, else nothing.
+
+    Each test sample's mean `(s_n, s_p)` against the Eq. 8 circle of the
+    run's margin: what the pair-wise loss pushed the pairs towards.
+    """
+    if config.loss.labels != "pair" or not config.eval.plots:
+        return None
+    from keras_circle import plots
+
+    s_p, s_n = plots.pair_similarities(embeddings, labels)
+    return plots.plot_circle_boundary(
+        {"test set": (s_p, s_n)},
+        plot_dir / "circle_boundary.png",
+        margin=config.loss.margin,
+        title=f"Test pairs vs the Circle loss boundary, m={config.loss.margin:g}",
+    )
+
+
 def jsonable(value):
     """`value` with NumPy arrays and scalars as lists and numbers, keys as str."""
     if isinstance(value, dict):
@@ -52,7 +71,11 @@ def evaluate_and_report(
     metrics = recipe.evaluate(config, embedder, task_data, plot_dir)
     losses = (history or {}).get("loss") or []
     if config.eval.plots and any(loss is not None for loss in losses):
-        plots.plot_loss_curve(losses, plot_dir / "loss.png")
+        # One history row per round of `backup_every` steps (one epoch when
+        # neither is set): the x axis counts training steps.
+        tc = config.train
+        per_round = tc.backup_every or tc.steps_per_epoch or None
+        plots.plot_loss_curve(losses, plot_dir / "loss.png", steps_per_round=per_round)
     return {
         "task": config.task,
         "metrics": jsonable(metrics),

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_circle import config as config_lib
+from keras_circle import console
 from keras_circle import data
 from keras_circle import distribute
 from keras_circle import training
@@ -174,7 +175,10 @@ def _fit(config, workdir, recipe, task, strategy, schedule, start):
             epochs=total // backup_every,
             steps_per_epoch=backup_every,
             callbacks=callbacks,
-            verbose=tc.verbose,
+            # P x K batches are drawn shuffled; Keras would warn that a
+            # dataset ignores its default `shuffle=True`.
+            shuffle=False,
+            verbose=console.progress_verbosity(tc.verbose),
         )
     except tf.errors.InvalidArgumentError as error:
         # The loss's own finite-input assertion (graph mode without XLA).

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from keras_circle import _checks
+from keras_circle import console
 from keras_circle.search import check_matrix
 from keras_circle.search import normalize_rows
 
@@ -103,7 +104,9 @@ def progress(num_blocks, verbose):
         return None
     import keras
 
-    return keras.utils.Progbar(num_blocks, unit_name="block")
+    return keras.utils.Progbar(
+        num_blocks, unit_name="block", verbose=console.progress_verbosity(1)
+    )
 
 
 def query_blocks(

@@ -65,6 +65,7 @@ def reid_metrics(
     *,
     block_size=None,
     verbose="auto",
+    curve=False,
 ):
     """CMC and mAP of person re-identification (the Market-1501 protocol).
 
@@ -90,10 +91,13 @@ def reid_metrics(
         block_size: Queries per block, or `None` for automatic. Defaults to
             `None`.
         verbose: `0`, `1` or `"auto"`. Defaults to `"auto"`.
+        curve: Also return the whole CMC curve. Defaults to `False`.
 
     Returns:
         Dict with `"cmc"` (`{rank: value}`), `"mAP"` and
-        `"num_valid_queries"`.
+        `"num_valid_queries"`; with `curve=True` also `"cmc_curve"`, a float
+        array `(num_gallery,)` whose entry `k - 1` is CMC rank-k, for every
+        k from 1 to the gallery size (junk left out).
 
     Raises:
         ValueError: if no query has a valid match in the gallery.
@@ -137,8 +141,13 @@ def reid_metrics(
             "camera); check `query_ids`, `query_cams`, `gallery_ids` and "
             "`gallery_cams`."
         )
-    return {
+    out = {
         "cmc": {k: float(np.mean(first_hit < k)) for k in ranks},
         "mAP": float(np.mean(ap)),
         "num_valid_queries": int(first_hit.size),
     }
+    if curve:
+        # Rank-k rate: queries whose first match sits at a position < k.
+        hits = np.bincount(first_hit, minlength=g.shape[0])
+        out["cmc_curve"] = np.cumsum(hits) / first_hit.size
+    return out

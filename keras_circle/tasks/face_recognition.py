@@ -29,13 +29,16 @@ TASK = "face_recognition"
 def _identity_folders(config):
     """Identity folders of `data.root`, evaluated on LFW pairs."""
     dc = config.data
-    paths, labels, names = data.load_identity_folders(dc.root)
+    # "builtin:" paths name the small offline set, built on first use.
+    paths, labels, names = data.load_identity_folders(data.data_path(dc.root))
     if not dc.lfw_pairs:
         raise ConfigError(
             "`data.source='identity_folders'` evaluates on LFW pairs: set "
             "`data.lfw_pairs` (pairs.txt) and `data.lfw_root`."
         )
-    pairs = data.load_lfw_pairs(dc.lfw_pairs, dc.lfw_root or dc.root)
+    pairs = data.load_lfw_pairs(
+        data.data_path(dc.lfw_pairs), data.data_path(dc.lfw_root or dc.root)
+    )
     size = tuple(dc.image_size)
     # Aligned crops: resized, flipped at random for training; [-1, 1].
     return TaskData(
@@ -58,7 +61,7 @@ def load_data(config):
     return datasets.load_source(config, TASK, loaders)
 
 
-def _test_pairs(config, embedder, task_data):
+def _test_pairs(config, embedder, task_data, plot_dir):
     """Embeddings of pairs drawn from the test identities (no LFW pairs)."""
     images, labels, _ = task_data.eval_sets["test"]
     # Identity-disjoint folds need two identities each (10 as LFW when there
@@ -69,6 +72,8 @@ def _test_pairs(config, embedder, task_data):
         labels, num_folds=folds, pairs_per_fold=per_fold
     )
     x = evaluation.embed(embedder, images, task_data, config.eval.batch_size)
+    if config.eval.plots:
+        evaluation.plot_circle_boundary(config, x, labels, plot_dir)
     return x[pairs["index_a"]], x[pairs["index_b"]], pairs
 
 
@@ -80,7 +85,7 @@ def evaluate(config, embedder, task_data, plot_dir):
         a = evaluation.embed(embedder, np.asarray(pairs["paths_a"]), task_data, size)
         b = evaluation.embed(embedder, np.asarray(pairs["paths_b"]), task_data, size)
     else:
-        a, b, pairs = _test_pairs(config, embedder, task_data)
+        a, b, pairs = _test_pairs(config, embedder, task_data, plot_dir)
     folds = int(np.max(pairs["folds"])) + 1
     metrics = retrieval.verification_metrics(a, b, pairs["is_same"], folds=folds)
     roc = metrics.pop("roc")

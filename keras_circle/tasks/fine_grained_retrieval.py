@@ -71,6 +71,7 @@ def evaluate(config, embedder, task_data, plot_dir):
         plots.plot_similarity_histograms(
             x, labels, plot_dir / "similarities.png", margin=config.loss.margin
         )
+        evaluation.plot_circle_boundary(config, x, labels, plot_dir)
     return metrics
 
 

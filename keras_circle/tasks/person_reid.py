@@ -42,10 +42,11 @@ def _fashion_mnist(config):
 def _reid_folders(config):
     """The Market-1501 or MSMT17 folders of `data.root`, as released."""
     dc = config.data
+    root = data.data_path(dc.root)  # a "builtin:" set is built on first use
     if dc.source == "market1501":
-        split = data.load_market1501(dc.root)
+        split = data.load_market1501(root)
     else:
-        split = data.load_msmt17(dc.root)
+        split = data.load_msmt17(root)
     train = split["train"]
     size = tuple(dc.image_size)
     # Flip, pad-and-crop and random erasing for training (Luo et al. 2019);
@@ -81,15 +82,16 @@ def evaluate(config, embedder, task_data, plot_dir):
     q = evaluation.embed(embedder, q_images, task_data, config.eval.batch_size)
     g = evaluation.embed(embedder, g_images, task_data, config.eval.batch_size)
     metrics = retrieval.reid_metrics(
-        q, q_ids, q_cams, g, g_ids, g_cams, ranks=tuple(config.eval.ks)
+        q, q_ids, q_cams, g, g_ids, g_cams, ranks=tuple(config.eval.ks), curve=True
     )
+    curve = metrics.pop("cmc_curve")  # the plot's, too long for the report
     if config.eval.plots:
+        plots.plot_cmc(curve, plot_dir / "cmc.png", title="CMC (query vs gallery)")
+        both, ids = np.concatenate([q, g]), np.concatenate([q_ids, g_ids])
         plots.plot_similarity_histograms(
-            np.concatenate([q, g]),
-            np.concatenate([q_ids, g_ids]),
-            plot_dir / "similarities.png",
-            margin=config.loss.margin,
+            both, ids, plot_dir / "similarities.png", margin=config.loss.margin
         )
+        evaluation.plot_circle_boundary(config, both, ids, plot_dir)
     return metrics
 
 
