@@ -153,19 +153,19 @@ def test_download_times_out_instead_of_hanging(keras_home, monkeypatch):
 
 def _unshare_works():
     try:
-        return subprocess.run(["unshare", "-n", "true"], timeout=10).returncode == 0
+        return subprocess.run(["unshare", "-rn", "true"], timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
 
 @pytest.mark.skipif(
     not shutil.which("unshare") or not _unshare_works(),
-    reason="unshare -n is not permitted here",
+    reason="unshare -rn (a user and network namespace) is not permitted here",
 )
 def test_cli_with_the_network_cut_names_the_weights_file(tmp_path):
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     cmd = [
-        *("unshare", "-n", sys.executable, "-m", "keras_circle", "train"),
+        *("unshare", "-rn", sys.executable, "-m", "keras_circle", "train"),
         str(ROOT / "configs/person_reid.json"),
         *("--workdir", str(tmp_path / "run")),
     ]
