@@ -6,7 +6,16 @@ from setuptools import find_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
-TENSORFLOW = ["tensorflow-cpu>=2.16", "tensorboard>=2.16"]
+# `tensorflow` is the full wheel: on Linux it runs on a GPU when the CUDA
+# libraries are there (`pip install "tensorflow[and-cuda]"` brings them).
+# tensorflow-cpu is its own distribution of the same `tensorflow` module:
+# installing both leaves one overwriting the other, so no extra that can be
+# combined with another names both. Neither brings tensorboard (TF 2.21).
+TENSORFLOW = ["tensorflow>=2.16", "tensorboard>=2.16"]
+TENSORFLOW_CPU = ["tensorflow-cpu>=2.16", "tensorboard>=2.16"]
+# keras-hub requires tensorflow-text, which requires `tensorflow` (never
+# tensorflow-cpu): the hub extra names the full wheel itself.
+HUB = ["keras-hub>=0.21", "tensorflow>=2.16"]
 
 # Exact versions of the heavy stack live in constraints.txt; these are the
 # ranges the code is written against.
@@ -37,9 +46,14 @@ setup(
     extras_require={
         # keras_circle.data, distribute, training, pipeline, demo, export and
         # the CLI's train / evaluate / demo / export (every module whose first
-        # docstring line says TensorFlow only). tensorflow-cpu does not bring
+        # docstring line says TensorFlow only). TensorFlow does not bring
         # tensorboard, which the training runs log to.
         "tensorflow": TENSORFLOW,
+        # The same with the smaller CPU-only wheel; not with `hub` or `all`,
+        # which need `tensorflow`.
+        "cpu": TENSORFLOW_CPU,
+        # keras-hub backbones (`model.backbone="hub:<preset>"`).
+        "hub": HUB,
         # PyTorch and pytorch-metric-learning are only for benchmarks/bench_losses.py.
         "bench": ["torch>=2.3", "pytorch-metric-learning>=2.5"],
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
@@ -56,9 +70,11 @@ setup(
             "scikit-learn>=1.4",
             "pillow>=10",
         ],
-        # Everything but the benchmarks' PyTorch, JAX and the test tools.
+        # Everything but the benchmarks' PyTorch, JAX, the test tools and the
+        # CPU-only TensorFlow (`tensorflow`: a GPU machine keeps its build).
         "all": [
             *TENSORFLOW,
+            *HUB[:1],
             "tf2onnx>=1.16",
             "onnx>=1.15",
             "onnxruntime>=1.17",

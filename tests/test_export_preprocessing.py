@@ -135,6 +135,19 @@ def test_keras_applications_rescaling_inside_is_detected():
     assert data.backbone_normalization(backbone.name) == "none"
 
 
+def test_per_channel_imagenet_rescaling_is_detected():
+    """keras-hub converters scale by 1 / (255 std) per channel (a `hub:` backbone)."""
+    std = np.array([0.229, 0.224, 0.225])
+    scale = list(1 / (255 * std))
+    offset = list(-np.array([0.485, 0.456, 0.406]) / std)
+    model = make_embedder((16, 16, 3))
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(scale, offset, name="hub_rescaling")(inputs)
+    model = keras.Model(inputs, model(x))
+    assert "'hub_rescaling'" in export.find_input_scaling(model)
+    assert export.default_preprocessing(model)["normalization"] == "none"
+
+
 def test_onnx_client_reproduces_centre_crop_and_caffe(tmp_path):
     """The NumPy client (no TF) = data.test_time_image, crop and BGR included."""
     embedder = make_embedder((24, 24, 3))

@@ -40,13 +40,29 @@ def test_base_install_requires_no_tensorflow():
     assert not {n for n in names if n.startswith("tensor")}, names
 
 
-def test_all_extra_holds_every_optional_part_but_bench_jax_dev():
+def test_all_extra_holds_every_optional_part_but_bench_jax_dev_cpu():
     extras = SETUP["extras_require"]
-    assert {"tensorflow-cpu", "tensorboard"} == _names(extras["tensorflow"])
     parts = set().union(
-        *(_names(extras[e]) for e in ("tensorflow", "onnx", "tfds", "clustering"))
+        *(
+            _names(extras[e])
+            for e in ("tensorflow", "hub", "onnx", "tfds", "clustering")
+        )
     )
     assert _names(extras["all"]) == parts
+
+
+def test_only_the_cpu_extra_names_tensorflow_cpu():
+    """Both wheels install the one `tensorflow` module: never both at once.
+
+    keras-hub needs tensorflow-text, which needs `tensorflow`; so `hub` and
+    `all` name `tensorflow` (GPU on Linux), and `cpu` stands alone.
+    """
+    extras = SETUP["extras_require"]
+    assert _names(extras["tensorflow"]) == {"tensorflow", "tensorboard"}
+    assert _names(extras["cpu"]) == {"tensorflow-cpu", "tensorboard"}
+    assert _names(extras["hub"]) == {"keras-hub", "tensorflow"}
+    with_cpu = {e for e, reqs in extras.items() if "tensorflow-cpu" in _names(reqs)}
+    assert with_cpu == {"cpu"}
 
 
 def test_every_requirement_but_bench_is_pinned_in_constraints():

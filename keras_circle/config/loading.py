@@ -15,6 +15,7 @@ import pathlib
 import types
 import typing
 
+from keras_circle import backbones
 from keras_circle.config.schema import BUILTIN_PREFIX
 from keras_circle.config.schema import BUILTIN_SOURCES
 from keras_circle.config.schema import DEFAULT_TASK
@@ -93,7 +94,8 @@ def _ranges(config):
     # the loss is 0 without a word.
     pairs = lc.labels == "pair"
     note = "; pair-wise labels need 2" if pairs else ""
-    smallest_image = 4 if mc.backbone == "small_cnn" else 32
+    # Backbones have their own minimum (`backbones.check_backbone`).
+    smallest_image = 4 if mc.backbone == "small_cnn" else 1
     margin_top = math.pi / 2 if lc.name == "arcface" else 1.0
     ranges = {
         "data.p": (dc.p, 2 if pairs else 1, None, f"classes per batch{note}"),
@@ -115,7 +117,11 @@ def _ranges(config):
         "eval.batch_size": (ec.batch_size, 1, None, "a batch size"),
     }
     for i, size in enumerate(dc.image_size):
-        what = f"pixels; `{mc.backbone}` needs at least {smallest_image}"
+        what = "pixels" + (
+            f"; `{mc.backbone}` needs at least {smallest_image}"
+            if smallest_image > 1
+            else ""
+        )
         ranges[f"data.image_size[{i}]"] = (size, smallest_image, None, what)
     for i, fraction in enumerate(tc.lr_decay_at):
         ranges[f"train.lr_decay_at[{i}]"] = (fraction, 0.0, 1.0, "a fraction")
@@ -177,6 +183,7 @@ def validate(config):
         )
     _check_ranges(config)
     _check_builtin_paths(config.data)
+    backbones.check_backbone(config.model, config.data.image_size, config.data.channels)
     backup, steps = config.train.backup_every, config.train.steps_per_epoch
     if backup and steps and steps % backup:
         raise ConfigError(

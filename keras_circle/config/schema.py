@@ -20,9 +20,6 @@ Source = Literal["fashion_mnist", "identity_folders", "market1501", "msmt17", "t
 BuiltinSet = Literal["market1501_mini", "faces_mini"]
 BUILTIN_SOURCES = {"market1501_mini": "market1501", "faces_mini": "identity_folders"}
 BUILTIN_PREFIX = "builtin:"
-Backbone = Literal[
-    "small_cnn", "resnet50", "resnet101", "resnet152", "inception_v3", "efficientnet_b0"
-]
 # Losses on class labels (after a `CosineProxies` head) and on pair labels
 # (P x K batches of embeddings); "circle" is both, per `loss.labels`.
 ClassLoss = Literal["circle", "am_softmax", "arcface"]
@@ -98,16 +95,21 @@ class ModelConfig:
     """The embedder.
 
     Attributes:
-        backbone: `"small_cnn"` (tests, demo) or a `keras.applications`
+        backbone: `"small_cnn"` (tests, demo), a `keras.applications`
             name: `"resnet50"`, `"resnet101"`, `"resnet152"`,
-            `"inception_v3"`, `"efficientnet_b0"`.
-        weights: Path of backbone weights (e.g. ImageNet weights downloaded
-            beforehand); `None` trains from scratch. Nothing is downloaded.
+            `"inception_v3"`, `"efficientnet_b0"`, or `"hub:<preset>"`, a
+            keras-hub image backbone (a preset name or a local preset
+            folder; the `[hub]` extra). `keras_circle.backbones` checks it.
+        weights: `"imagenet"` (the backbone's ImageNet weights from the
+            Keras cache, downloaded once), a local weights file
+            (`.weights.h5`, `.h5`, `.keras`), or `None` (random
+            initialisation). Checked before any data loads. A keras-hub
+            preset brings its own weights.
         embedding_dim: Size of the embedding.
         width: Base width of `small_cnn`.
     """
 
-    backbone: Backbone = "resnet50"
+    backbone: str = "resnet50"
     weights: str | None = None
     embedding_dim: int = 512
     width: int = 32

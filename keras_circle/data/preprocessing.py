@@ -99,9 +99,9 @@ def test_time_preprocess(spec):
     return lambda image, label: (test_time_image(image, spec), label)
 
 
-def face_spec(size=(112, 112)):
-    """The test-time spec of `preprocess_face`: resize, [-1, 1]."""
-    return make_spec(list(size), normalization="symmetric")
+def face_spec(size=(112, 112), normalization="symmetric"):
+    """The test-time spec of `preprocess_face`: resize, `normalization`."""
+    return make_spec(list(size), normalization=normalization)
 
 
 def reid_spec(size=(256, 128), normalization="imagenet"):
@@ -164,7 +164,9 @@ def random_erasing(image, probability=0.5, area=(0.02, 0.4), aspect=(0.3, 3.3)):
     return tf.where(inside, noise, image)
 
 
-def preprocess_face(image, label, *, training=False, size=(112, 112)):
+def preprocess_face(
+    image, label, *, training=False, size=(112, 112), normalization="symmetric"
+):
     """Face recognition input: resize to 112x112 and scale to [-1, 1].
 
     The input is expected to be an aligned face crop (as MS1M, CASIA-WebFace
@@ -176,15 +178,18 @@ def preprocess_face(image, label, *, training=False, size=(112, 112)):
         label: passed through.
         training: whether to augment. Defaults to `False`.
         size: output `(height, width)`. Defaults to `(112, 112)`.
+        normalization: A key of `keras_circle.data.NORMALIZATIONS` (an
+            ImageNet backbone's own, `keras_circle.data.backbone_normalization`).
+            Defaults to `"symmetric"`, [-1, 1].
 
     Returns:
-        `(image, label)`, image float32 `(112, 112, 3)` in [-1, 1].
+        `(image, label)`, image float32 `(112, 112, 3)`, [-1, 1] by default.
 
     Example:
 
     >>> ds = ds.map(keras_circle.data.preprocess_face)
     """
-    spec = face_spec(size)
+    spec = face_spec(size, canonical_normalization(normalization))
     if not training:
         return test_time_image(image, spec), label
     image = tf.image.resize(tf.cast(decode_pixels(image), tf.float32), size)

@@ -55,8 +55,10 @@ def _describe(layer, path):
     where = " inside ".join([repr(layer.name), *(repr(p) for p in reversed(path))])
     if isinstance(layer, keras.layers.Rescaling):
         scale = _values(layer.scale)
-        # 1/255 -> [0, 1], 1/127.5 -> [-1, 1]: pixels in, unit range out.
-        if scale is not None and np.all((scale * 255 > 0.5) & (scale * 255 < 2.5)):
+        # 1/255 -> [0, 1], 1/127.5 -> [-1, 1], 1/(255 std) with an ImageNet
+        # std near 0.22 (keras-hub's converters, per channel) -> unit
+        # variance: pixels in, unit range out.
+        if scale is not None and np.all((scale * 255 > 0.5) & (scale * 255 < 5.0)):
             return f"Rescaling layer {where} (x * {layer.scale} + {layer.offset})"
         return None
     if isinstance(layer, keras.layers.Normalization):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_circle import data
 from keras_circle.config import ConfigError
+from keras_circle.pipeline import models
 from keras_circle.pipeline.recipe import TaskData
 
 
@@ -39,9 +40,14 @@ def fashion_mnist(config):
         x_test, y_test = x_test[order], y_test[order]
     x_train, y_train = _limit(dc.max_train_images, x_train, y_train)
     classes, y_train = np.unique(y_train, return_inverse=True)
-    # Pixels in [0, 1], resized (and grey repeated) to the model input; no
-    # augmentation, so training sees the test-time path too.
-    spec = data.make_spec(list(dc.image_size), channels=dc.channels)
+    # Pixels in [0, 1] (or the ImageNet convention of the backbone), resized
+    # (and grey repeated) to the model input; no augmentation, so training
+    # sees the test-time path too.
+    spec = data.make_spec(
+        list(dc.image_size),
+        channels=dc.channels,
+        normalization=models.input_normalization(config, "zero_one"),
+    )
     return TaskData(
         source=data.ArraySource(x_train, y_train.astype(np.int32)),
         num_classes=len(classes),

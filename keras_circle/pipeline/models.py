@@ -1,30 +1,51 @@
 """Embedders, heads, losses and optimizers built from a `Config`.
 
-Backbones come from `keras.applications` with `weights=None`: nothing is
-downloaded. To start from ImageNet weights, download them once and pass the
-file as `model.weights` (loaded with `by_name`-free `load_weights` on the
-backbone, so the file must match the architecture without its top).
+Backbones (`keras_circle.backbones`): `small_cnn`, a `keras.applications`
+model without its top, average-pooled, or a keras-hub preset. `model.weights`
+is a local file (loaded with `load_weights` on the backbone, so it must
+match the architecture without its top) or `"imagenet"`, the backbone's
+ImageNet weights from the Keras cache; `prepare_weights` fetches them
+before the run loads any data.
 """
 
 import keras
 
 import keras_circle as kc
+from keras_circle import backbones
 from keras_circle.config import ConfigError
 
 
-def backbone_class(name):
-    """The `keras.applications` model of `model.backbone` (not `small_cnn`)."""
-    if name == "resnet50":
-        return keras.applications.ResNet50
-    if name == "resnet101":
-        return keras.applications.ResNet101
-    if name == "resnet152":
-        return keras.applications.ResNet152
-    if name == "inception_v3":
-        return keras.applications.InceptionV3
-    if name == "efficientnet_b0":
-        return keras.applications.EfficientNetB0
-    raise ConfigError(f"`model.backbone` {name!r} is not a keras.applications model.")
+def prepare_backbone(config):
+    """Everything the embedder needs from outside, before the data loads.
+
+    The weights file of `model.weights` (downloaded into the Keras cache
+    for `"imagenet"`), or a keras-hub preset's availability.
+
+    Returns:
+        The weights path, or `None`.
+
+    Raises:
+        ConfigError: naming `model.weights` or `model.backbone`.
+    """
+    if backbones.is_hub(config.model.backbone):
+        backbones.check_hub_preset(config.model.backbone)
+        return None
+    return backbones.prepare_weights(config.model)
+
+
+def input_normalization(config, default):
+    """The pixel normalization of `config`'s backbone (`default` for small_cnn).
+
+    A keras.applications backbone on RGB input gets its ImageNet family's
+    convention (`keras_circle.data.conventions.BACKBONES`); a keras-hub
+    backbone raw pixels, as it rescales inside. Recipes build their training
+    and test-time specs with it, and the export serves the same spec.
+    """
+    if config.data.channels != 3 and not backbones.is_hub(config.model.backbone):
+        # Caffe-style and ImageNet conventions are defined for RGB only; a
+        # grey run trains from scratch (ImageNet weights need 3 channels).
+        return default
+    return backbones.input_normalization(config.model, default)
 
 
 def small_cnn(input_shape, embedding_dim, width=32):
@@ -60,13 +81,13 @@ def build_embedder(config):
     if mc.backbone == "small_cnn":
         model = small_cnn(shape, mc.embedding_dim, mc.width)
         if mc.weights:
-            model.load_weights(mc.weights)
+            backbones.load_weights(model, backbones.prepare_weights(mc))
         return model
-    backbone = backbone_class(mc.backbone)(
-        include_top=False, weights=None, input_shape=shape, pooling="avg"
-    )
-    if mc.weights:
-        backbone.load_weights(mc.weights)
+    if backbones.is_hub(mc.backbone):
+        backbone = backbones.hub_backbone(mc.backbone, shape)
+    else:
+        path = backbones.prepare_weights(mc) if mc.weights else None
+        backbone = backbones.application_backbone(mc.backbone, shape, path)
     inputs = keras.Input(shape, name="image")
     x = backbone(inputs)
     x = keras.layers.Dense(mc.embedding_dim, use_bias=False)(x)

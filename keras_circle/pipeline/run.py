@@ -272,6 +272,9 @@ def train_and_evaluate(
     _check_recipe(config, recipe)
     if not overwrite:
         run_folder.check_same_run(config, workdir)
+    # Weights or a keras-hub preset that cannot be had stop the run here,
+    # before the data (minutes on a large set) are read.
+    models.prepare_backbone(config)
     task = recipe.load_data(config)
     steps_per_epoch, backup_every, total = schedule = _schedule(config, task)
     report = None if overwrite else run_folder.finished_report(workdir, total)

@@ -40,14 +40,16 @@ def _identity_folders(config):
         data.data_path(dc.lfw_pairs), data.data_path(dc.lfw_root or dc.root)
     )
     size = tuple(dc.image_size)
-    # Aligned crops: resized, flipped at random for training; [-1, 1].
+    # Aligned crops: resized, flipped at random for training; [-1, 1], or
+    # the ImageNet convention of the backbone.
+    normalization = models.input_normalization(config, "symmetric")
     return TaskData(
         source=data.FileSource(paths, labels),
         num_classes=len(names),
         preprocess_train=functools.partial(
-            data.preprocess_face, training=True, size=size
+            data.preprocess_face, training=True, size=size, normalization=normalization
         ),
-        preprocessing=data.face_spec(size),
+        preprocessing=data.face_spec(size, normalization),
         eval_sets={"pairs": pairs},
     )
 

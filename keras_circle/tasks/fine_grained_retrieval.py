@@ -36,6 +36,8 @@ def _tfds(config):
     size = dc.image_size[0]
     # Inception-style random crops for training; at test time (and served)
     # the shorter side is resized to 256 and the centre size x size cut out.
+    # Pixels in [-1, 1], or the ImageNet convention of the backbone.
+    normalization = models.input_normalization(config, "symmetric")
     return TaskData(
         source=source,
         num_classes=len(classes),
@@ -43,9 +45,9 @@ def _tfds(config):
             data.preprocess_fine_grained,
             training=True,
             size=size,
-            normalization="symmetric",
+            normalization=normalization,
         ),
-        preprocessing=data.fine_grained_spec(size, normalization="symmetric"),
+        preprocessing=data.fine_grained_spec(size, normalization=normalization),
         eval_sets={"test": (test_source, test_source.labels, None)},
     )
 

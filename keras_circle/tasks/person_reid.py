@@ -50,14 +50,16 @@ def _reid_folders(config):
     train = split["train"]
     size = tuple(dc.image_size)
     # Flip, pad-and-crop and random erasing for training (Luo et al. 2019);
-    # at test time (and served) a plain resize, pixels in [-1, 1].
+    # at test time (and served) a plain resize; pixels in [-1, 1], or the
+    # ImageNet convention of the backbone.
+    normalization = models.input_normalization(config, "symmetric")
     return TaskData(
         source=data.FileSource(train.paths, train.ids),
         num_classes=train.num_ids,
         preprocess_train=functools.partial(
-            data.preprocess_reid, training=True, size=size, normalization="symmetric"
+            data.preprocess_reid, training=True, size=size, normalization=normalization
         ),
-        preprocessing=data.reid_spec(size, "symmetric"),
+        preprocessing=data.reid_spec(size, normalization),
         eval_sets={
             role: (split[role].paths, split[role].ids, split[role].cams)
             for role in ("query", "gallery")

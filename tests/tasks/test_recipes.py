@@ -40,7 +40,11 @@ def test_data_set_of_another_family_is_rejected(task, source):
 
 def test_fashion_mnist_test_time_path_scales_resizes_and_repeats_grey():
     config = config_lib.from_dict(
-        {"data": {"image_size": [32, 32], "channels": 3, "max_test_images": 4}}
+        {
+            "data": {"image_size": [32, 32], "channels": 3, "max_test_images": 4},
+            # small_cnn takes [0, 1]; ImageNet backbones their own convention.
+            "model": {"backbone": "small_cnn"},
+        }
     )
     task_data = tasks.fine_grained_retrieval.load_data(config)
     images, _, _ = task_data.eval_sets["test"]
