@@ -5,6 +5,7 @@ backend; `keras_circle.data`, `keras_circle.distribute` and
 `keras_circle.export` are TensorFlow-only and are imported on use.
 """
 
+from keras_circle import metrics  # noqa: F401
 from keras_circle.layers import CosineProxies
 from keras_circle.losses import AMSoftmaxLoss
 from keras_circle.losses import ArcFaceLoss
