@@ -64,11 +64,16 @@ def pair_statistics(labels, embeddings, margin=0.4):
         cosine to its positives and to its negatives, 0 where it has none),
         `outside` (1 when a valid anchor's `(s_n, s_p)` lies outside the
         circle `s_n**2 + (s_p - 1)**2 = 2 m**2`, NaN when its means are NaN),
-        and `finite`, a float32 scalar: 1, or NaN when an embedding is NaN or
-        infinite.
+        and `finite`, a float32 scalar: 1, or NaN when one of this batch's
+        (this replica's) embeddings is NaN or infinite.
     """
     labels, label_factor = _checks.integer_labels(labels, "y_true")
-    x = similarity.l2_normalize(ops.cast(ops.convert_to_tensor(embeddings), "float32"))
+    embeddings = ops.cast(ops.convert_to_tensor(embeddings), "float32")
+    # The local embeddings, not the similarities: `valid_anchors` then needs
+    # no product (a NaN on another replica reaches this one through the sums
+    # over replicas).
+    finite = _checks.combine(_finite_factor(embeddings), label_factor)
+    x = similarity.l2_normalize(embeddings)
     if distribute.in_replica_context():
         ref_labels, refs, self_index = distribute.gather_references(labels, x)
     else:
@@ -94,7 +99,7 @@ def pair_statistics(labels, embeddings, margin=0.4):
         "s_p": s_p,
         "s_n": s_n,
         "outside": outside,
-        "finite": _checks.combine(_finite_factor(s), label_factor),
+        "finite": finite,
     }
 
 
@@ -358,8 +363,9 @@ def circle_statistics(margin=0.4):
 
     While no valid anchor has been seen, the last three read 0 (and
     `valid_anchors` says why). A NaN or infinite embedding makes all four
-    NaN. Each computes one `(batch, batch)` cosine matrix; TensorFlow and
-    XLA merge the identical products of the four.
+    NaN. `valid_anchors` reads the labels only; the other three each need
+    the `(batch, batch)` cosine matrix, whose identical products graph
+    optimisers (Grappler, XLA) may merge.
 
     Args:
         margin: The relaxation margin `m` of the loss. Defaults to `0.4`.
