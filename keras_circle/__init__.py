@@ -10,6 +10,7 @@ from keras_circle import console
 
 console.quiet_cli_start()
 
+from keras_circle import metrics  # noqa: E402, F401
 from keras_circle.layers import CosineProxies  # noqa: E402
 from keras_circle.losses import AMSoftmaxLoss  # noqa: E402
 from keras_circle.losses import ArcFaceLoss  # noqa: E402

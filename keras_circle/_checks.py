@@ -293,3 +293,50 @@ def labels_in_range(labels, num_classes, name="y_true", what=None):
         "labels outside that range.",
         [labels],
     )
+
+
+# Cosines computed in float32 (or float16 inside a layer) may pass 1 by a
+# rounding error; raw embeddings exceed it by far more.
+COSINE_TOLERANCE = 1e-2
+
+
+def cosines_in_range(cosine, name="y_pred", skipped=None):
+    """Checks that `cosine` holds cosines: every value in `[-1, 1]` up to rounding.
+
+    A class-level loss given raw embeddings (or logits) instead of the output
+    of `keras_circle.CosineProxies` trains on a meaningless loss, so this is
+    an error eagerly and in plain graphs, and poisons under XLA/`jax.jit`.
+
+    Args:
+        cosine: Float32 tensor.
+        name: The argument's name, for the message.
+        skipped: Bool tensor of entries not to check (`-inf` columns of the
+            sampled layout), or `None`.
+
+    Returns:
+        The poison factor of a run-time check, or `None`.
+    """
+    magnitude = ops.abs(cosine)
+    if skipped is not None:
+        magnitude = ops.where(skipped, ops.zeros_like(magnitude), magnitude)
+    # NaN and inf are the finiteness check's to report.
+    magnitude = ops.where(ops.isfinite(magnitude), magnitude, ops.zeros_like(magnitude))
+    expected = (
+        "expected cosine similarities in [-1, 1], the output of "
+        "`keras_circle.CosineProxies` (which normalises the embeddings and the "
+        "class proxies); raw embeddings or logits are not cosines"
+    )
+    if is_concrete(cosine):
+        values = ops.convert_to_numpy(magnitude)
+        largest = float(values.max()) if values.size else 0.0
+        if largest > 1.0 + COSINE_TOLERANCE:
+            raise ValueError(
+                f"`{name}` holds values outside [-1, 1] (largest magnitude "
+                f"{largest:.4g}): {expected}."
+            )
+        return None
+    return check_value(
+        ops.all(ops.less_equal(magnitude, 1.0 + COSINE_TOLERANCE)),
+        f"`{name}` holds values outside [-1, 1]: {expected}.",
+        [cosine],
+    )

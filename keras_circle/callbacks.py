@@ -1,4 +1,8 @@
-"""Keras callbacks that evaluate embedders during training."""
+"""Keras callbacks for metric learning: evaluation, diagnostics, the history file."""
+
+import csv
+import os
+import warnings
 
 import keras
 import numpy as np
@@ -132,3 +136,108 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         if self.verbose and not (self.params or {}).get("verbose"):
             line = " - ".join(f"{k}: {v:.4f}" for k, v in results.items())
             print(f"Epoch {epoch + 1}: retrieval: {line}")
+
+
+class ValidAnchorCheck(keras.callbacks.Callback):
+    """Warns once when most anchors of an epoch had no positive or no negative.
+
+    Reads `valid_anchors` (from `keras_circle.metrics.circle_statistics`)
+    from the logs at the end of each epoch. Below `threshold`, most anchors
+    had no loss: with random batches over many classes an anchor rarely meets
+    a sample of its own class, so the loss trains on few anchors, or none
+    (whenever more than half the batches have no valid anchor,
+    `valid_anchors` is below 0.5). It warns once per callback with
+    `UserWarning` and points to P x K sampling. Epochs whose logs lack
+    `valid_anchors` are ignored.
+
+    Args:
+        threshold: Warn when `valid_anchors` is below this. Defaults to `0.5`.
+
+    Example:
+
+    >>> model.compile(loss=keras_circle.CircleLoss(),
+    ...               metrics=keras_circle.metrics.circle_statistics())
+    >>> model.fit(x, y, callbacks=[keras_circle.callbacks.ValidAnchorCheck()])
+    """
+
+    def __init__(self, threshold=0.5):
+        super().__init__()
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise ValueError(f"`threshold` must be a number; got {threshold!r}.")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"`threshold` must be in (0, 1]; got {threshold!r}.")
+        self.threshold = float(threshold)
+        self.warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("valid_anchors")
+        if self.warned or value is None:
+            return
+        value = float(np.asarray(value))
+        if not value < self.threshold:  # NaN is the divergence guards' to report
+            return
+        self.warned = True
+        warnings.warn(
+            f"Epoch {epoch + 1}: valid_anchors = {value:.3f}: most anchors had no "
+            "positive (another sample of their class) or no negative in their "
+            "batch, so they gave no loss. Sample P x K batches (P classes, "
+            "K >= 2 samples each) with `keras_circle.data.pk_batches`, or use a "
+            "class-level loss (`keras_circle.ClassCircleLoss` on "
+            "`keras_circle.CosineProxies`).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+class HistoryCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` without columns that are always empty.
+
+    Keras's logger adds a `val_<name>` column for every logged name when the
+    first epoch has no validation value, and those columns stay `NA` in a
+    run without validation. This one writes the names that are logged: those
+    of the first epoch, and a name first logged later (an evaluation every
+    few epochs) adds its column then, the file being rewritten with `NA` in
+    the earlier rows. Appending to an existing file keeps that file's
+    columns, so a resumed run's rows line up with its header.
+
+    Args:
+        filename: The CSV file.
+        separator: Defaults to `","`.
+        append: Append to an existing file. Defaults to `False`.
+    """
+
+    def on_train_begin(self, logs=None):
+        header = None
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), None)
+        super().on_train_begin(logs)
+        if header and header[0] == "epoch":
+            self.keys = header[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+        new = sorted(k for k in logs if k not in self.keys)
+        if new:
+            self._add_columns(new)
+        super().on_epoch_end(epoch, logs)
+
+    def _add_columns(self, names):
+        self.keys = [*self.keys, *names]
+        if self.writer is None and not os.path.exists(self.filename):
+            return
+        self.csv_file.close()
+        with open(self.filename, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter=self.sep))
+        with open(self.filename, "w", newline="") as f:
+            writer = csv.DictWriter(
+                f, ["epoch", *self.keys], restval="NA", delimiter=self.sep
+            )
+            writer.writeheader()
+            writer.writerows(rows)
+        # The base class makes a new writer on the reopened file, headerless.
+        self.csv_file = open(self.filename, "a", newline="")  # noqa: SIM115
+        self.writer = None
+        self.append_header = False

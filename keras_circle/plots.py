@@ -1,8 +1,9 @@
 """Diagnostic plots for metric learning, each written to a PNG file.
 
 Here: the Circle loss decision boundary with pair similarities (the
-paper's Fig. 5) and positive/negative similarity histograms. Re-exported
-from `keras_circle.curves`: Recall@K, re-ID CMC, verification ROC and the
+paper's Fig. 5), the training's mean similarities per epoch against that
+boundary, and positive/negative similarity histograms. Re-exported from
+`keras_circle.curves`: Recall@K, re-ID CMC, verification ROC and the
 training loss. Each `plot_*` function writes a PNG; a `*_figure` function
 beside it returns the `matplotlib.figure.Figure` it draws (axes, limits
 and labels can be checked or restyled before saving). Drawn on the Agg
@@ -33,6 +34,7 @@ __all__ = [
     "plot_recall_at_k",
     "plot_roc",
     "plot_similarity_histograms",
+    "plot_similarity_trajectory",
     "recall_at_k_figure",
     "similarity_histograms_figure",
 ]
@@ -285,3 +287,102 @@ def plot_similarity_histograms(
         embeddings, labels, max_pairs=max_pairs, bins=bins, margin=margin, seed=seed
     )
     return _save(figure, path)
+
+
+def _history_column(history, name):
+    values = history.get(name)
+    if values is None:
+        raise ValueError(
+            f"`history` has no {name!r}: compile the model with "
+            "`metrics=keras_circle.metrics.circle_statistics(margin)`; got "
+            f"the names {sorted(history)}."
+        )
+    return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def plot_similarity_trajectory(history, path, margin=0.4, *, title=None):
+    """Plots `(mean_s_n, mean_s_p)` of every epoch next to the Eq. 8 circle.
+
+    One point per epoch (or per logged round), joined in order from the
+    first (marked) to the last, in the plane of `plot_circle_boundary`:
+    training moves the batch's mean positive similarity up and its mean
+    negative similarity towards 0, into the circle
+    `s_n**2 + (s_p - 1)**2 = 2 m**2` around the optimum `(0, 1)`. Points
+    of a validation run (`val_mean_s_p`, `val_mean_s_n`) are drawn too when
+    the history has them. Epochs without a value (NaN or `None`) are left out.
+
+    Args:
+        history: A `keras.callbacks.History`, or a dict `{name: [value per
+            epoch]}` (`History.history`, or the pipeline's `history.csv` read
+            by `keras_circle.pipeline.run_folder.read_history`) with
+            `mean_s_p` and `mean_s_n` (from
+            `keras_circle.metrics.circle_statistics`).
+        path: Where to write the PNG.
+        margin: The relaxation margin m of the circle. Defaults to `0.4`.
+        title: Figure title, or `None` for one naming m. Defaults to `None`.
+
+    Returns:
+        `(path, points)`: the path as a string and the plotted training
+        points, a float64 array `(num_points, 2)` of `(s_n, s_p)` rows in
+        epoch order.
+
+    Example:
+
+    >>> history = model.fit(...)  # compiled with circle_statistics(0.4)
+    >>> path, points = keras_circle.plots.plot_similarity_trajectory(
+    ...     history, "circle_trajectory.png", margin=0.4)
+    """
+    history = getattr(history, "history", history)
+    if not isinstance(history, dict):
+        raise ValueError(
+            "`history` must be a keras History or a dict of per-epoch lists; "
+            f"got {type(history).__name__}."
+        )
+    runs = {"training": ""}
+    if "val_mean_s_p" in history and "val_mean_s_n" in history:
+        runs["validation"] = "val_"
+    figure, axes = _axes((5.0, 5.0))
+    radius = np.sqrt(2.0) * margin
+    angle = np.linspace(0.0, 2.0 * np.pi, 400)
+    axes.plot(
+        radius * np.cos(angle),
+        1.0 + radius * np.sin(angle),
+        "k-",
+        lw=1.5,
+        label=f"Circle boundary (Eq. 8), m={margin:g}",
+    )
+    axes.plot([0.0], [1.0], "k*", ms=10, label="optimum (0, 1)")
+    plotted, every = {}, [np.array([[-radius, 1.0 - radius], [radius, 1.0]])]
+    for run, prefix in runs.items():
+        s_p = _history_column(history, prefix + "mean_s_p")
+        s_n = _history_column(history, prefix + "mean_s_n")
+        if s_p.shape != s_n.shape:
+            raise ValueError(
+                f"`{prefix}mean_s_p` and `{prefix}mean_s_n` must have one value "
+                f"per epoch each; got {s_p.size} and {s_n.size}."
+            )
+        keep = np.isfinite(s_p) & np.isfinite(s_n)
+        points = np.stack([s_n[keep], s_p[keep]], axis=1)
+        plotted[run] = points
+        if not points.size:
+            continue
+        every.append(points)
+        line = axes.plot(points[:, 0], points[:, 1], "o-", ms=4, label=run)[0]
+        axes.plot(*points[0], "s", color=line.get_color(), ms=8)
+        axes.annotate("first", points[0], textcoords="offset points", xytext=(6, -4))
+        axes.annotate("last", points[-1], textcoords="offset points", xytext=(6, 4))
+    if not plotted["training"].size:
+        raise ValueError(
+            "`history` has no epoch with finite `mean_s_p` and `mean_s_n`."
+        )
+    every = np.concatenate(every)
+    low, high = every.min(axis=0) - 0.05, every.max(axis=0) + 0.05
+    axes.set_xlim(max(-1.0, low[0]), min(1.0, high[0]))
+    axes.set_ylim(max(-1.0, low[1]), min(1.05, high[1]))
+    axes.set_aspect("equal")
+    axes.set_xlabel("mean s_n (negative similarity)")
+    axes.set_ylabel("mean s_p (positive similarity)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(title or f"Mean similarities per epoch, m={margin:g}")
+    return _save(figure, path), plotted["training"]

@@ -1,5 +1,6 @@
-"""Tests of keras_circle.callbacks.RetrievalEvaluation on tiny Dense models."""
+"""Tests of keras_circle.callbacks on tiny Dense models."""
 
+import csv
 import glob
 import os
 
@@ -7,6 +8,7 @@ import keras
 import pytest
 import tensorflow as tf
 
+import keras_circle
 from keras_circle import callbacks
 from keras_circle import retrieval
 
@@ -30,9 +32,9 @@ def _event_scalars(logdir):
     ):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append(
-                    float(tf.make_ndarray(value.tensor))
-                )
+                array = tf.make_ndarray(value.tensor)
+                if array.dtype.kind == "f":  # not the model's config text
+                    scalars.setdefault(value.tag, []).append(float(array))
     return scalars
 
 
@@ -165,3 +167,110 @@ def test_bad_arguments(rng):
     callback = callbacks.RetrievalEvaluation(_embedder(), unlabelled, None)
     with pytest.raises(ValueError, match="without labels"):
         callback.evaluate()
+
+
+def _pair_fit(x, labels, extra_callbacks, epochs=2, batch_size=16, dataset=None):
+    """A pair-wise fit with the circle statistics; returns the History."""
+    model = _embedder()
+    model.compile(
+        optimizer="adam",
+        loss=keras_circle.CircleLoss(),
+        metrics=keras_circle.metrics.circle_statistics(),
+    )
+    if dataset is not None:
+        return model.fit(
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=3,
+            verbose=0,
+            callbacks=extra_callbacks,
+        )
+    return model.fit(
+        x,
+        labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=False,
+        verbose=0,
+        callbacks=extra_callbacks,
+    )
+
+
+def test_random_batches_over_many_classes_warn_once(rng):
+    """40 classes, batches of 16: few anchors meet their class."""
+    x, labels = _data(rng, n=96, classes=40)
+    check = callbacks.ValidAnchorCheck()
+    with pytest.warns(UserWarning, match="pk_batches") as caught:
+        history = _pair_fit(x, labels, [check], epochs=3)
+    assert max(history.history["valid_anchors"]) < 0.5
+    assert len([w for w in caught if "valid_anchors" in str(w.message)]) == 1
+
+
+def test_pk_batches_do_not_warn(rng, recwarn):
+    from keras_circle import data
+
+    x, labels = _data(rng, n=96, classes=40)
+    source = data.ArraySource(x, labels)
+    batches = data.pk_batches(source, 4, 4, seed=0, steps_per_epoch=3)
+    history = _pair_fit(None, None, [callbacks.ValidAnchorCheck()], dataset=batches)
+    assert history.history["valid_anchors"] == [1.0, 1.0]
+    assert not [w for w in recwarn if "valid_anchors" in str(w.message)]
+
+
+def test_valid_anchor_check_rejects_a_bad_threshold():
+    with pytest.raises(ValueError, match=r"`threshold` must be in \(0, 1\]"):
+        callbacks.ValidAnchorCheck(threshold=0)
+
+
+def test_statistics_land_in_tensorboard(tmp_path, rng):
+    pytest.importorskip("tensorboard")
+    x, labels = _data(rng)
+    board = keras.callbacks.TensorBoard(str(tmp_path))
+    history = _pair_fit(x, labels, [board])
+    scalars = _event_scalars(os.path.join(str(tmp_path), "train"))
+    for name in ("valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"):
+        assert scalars["epoch_" + name] == pytest.approx(
+            history.history[name], abs=1e-6
+        )
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_history_csv_has_no_always_empty_columns(tmp_path, rng):
+    """Keras's CSVLogger adds `val_*` columns that stay NA without validation."""
+    x, labels = _data(rng)
+    path = str(tmp_path / "history.csv")
+    _pair_fit(x, labels, [callbacks.HistoryCSVLogger(path)])
+    rows = _read_csv(path)
+    assert rows[0] == [
+        "epoch", "loss", "mean_s_n", "mean_s_p", "outside_circle", "valid_anchors"
+    ]  # fmt: skip
+    assert len(rows) == 3 and "NA" not in rows[1] + rows[2]
+
+
+def test_history_csv_adds_a_column_first_logged_later(tmp_path, rng):
+    x, labels = _data(rng)
+    path = str(tmp_path / "history.csv")
+    evaluation = callbacks.RetrievalEvaluation(
+        None, x, labels, every_n_epochs=2, ks=(1,), verbose=0
+    )
+    _pair_fit(x, labels, [evaluation, callbacks.HistoryCSVLogger(path)])
+    rows = _read_csv(path)
+    assert rows[0][-2:] == ["val_map_at_r", "val_recall_at_1"]
+    assert rows[1][-2:] == ["NA", "NA"] and "NA" not in rows[2]
+
+
+def test_history_csv_appends_under_the_existing_header(tmp_path, rng):
+    x, labels = _data(rng)
+    path = str(tmp_path / "history.csv")
+    with open(path, "w") as f:
+        f.write("epoch,loss,valid_anchors\n0,1.5,1.0\n")
+    _pair_fit(x, labels, [callbacks.HistoryCSVLogger(path, append=True)], epochs=1)
+    rows = _read_csv(path)
+    assert rows[0] == ["epoch", "loss", "valid_anchors", "mean_s_n", "mean_s_p",
+                       "outside_circle"]  # fmt: skip
+    assert rows[1] == ["0", "1.5", "1.0", "NA", "NA", "NA"]
+    assert len(rows) == 3 and "NA" not in rows[2]

@@ -15,10 +15,11 @@ from keras_circle import cli
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs/small/fine_grained_retrieval.json")
-# 2 epochs of 2 steps, one backup per epoch; no plots, ONNX or TensorBoard.
+# 2 epochs of 2 steps, one backup per epoch; no ONNX. TensorBoard and plots
+# on: the finished run is checked for them.
 SMALL = [
     "train.epochs=2", "train.steps_per_epoch=2", "train.backup_every=2",
-    "train.verbose=0", "train.tensorboard=false", "eval.plots=false",
+    "train.verbose=0", "train.tensorboard=true", "eval.plots=true",
     "eval.export_onnx=false", "data.max_test_images=200",
 ]  # fmt: skip
 
@@ -190,3 +191,38 @@ def test_malformed_config_file_names_file_and_line(tmp_path, capsys):
     assert cli.main(["train", str(path), "--workdir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "line 2" in err
+
+
+def test_run_logs_diagnostics_to_csv_tensorboard_and_a_plot(finished, tmp_path):
+    """history.csv has only logged columns (no val_* NA), TensorBoard gets the
+    training diagnostics per round and the evaluation at the last step, and
+    plots/circle_trajectory.png draws the history's (mean_s_n, mean_s_p)."""
+    pytest.importorskip("tensorboard")
+    import numpy as np
+
+    from keras_circle import plots
+    from keras_circle.pipeline import run_folder
+    from tests.test_callbacks import _event_scalars
+
+    workdir = finished
+    header = (workdir / "history.csv").read_text().splitlines()[0].split(",")
+    names = ["valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"]
+    assert sorted(header) == sorted(["epoch", "loss", *names])
+    history = run_folder.read_history(workdir)
+    assert all(None not in values for values in history.values())
+    train = _event_scalars(str(workdir / "logs" / "train"))
+    for name in names:
+        assert train["epoch_" + name] == pytest.approx(history[name], abs=1e-6)
+    report = json.loads((workdir / "report.json").read_text())
+    evaluation = _event_scalars(str(workdir / "logs" / "evaluation"))
+    assert evaluation["recall_at_k/1"] == pytest.approx(
+        [report["metrics"]["recall_at_k"]["1"]]
+    )
+    assert evaluation["map_at_r"] == pytest.approx([report["metrics"]["map_at_r"]])
+    plot = workdir / "plots" / "circle_trajectory.png"
+    assert str(plot) in report["artifacts"]["plots"]
+    _, points = plots.plot_similarity_trajectory(history, tmp_path / "again.png")
+    np.testing.assert_allclose(
+        points, np.stack([history["mean_s_n"], history["mean_s_p"]], 1)
+    )
+    assert plot.read_bytes() == (tmp_path / "again.png").read_bytes()

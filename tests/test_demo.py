@@ -31,7 +31,14 @@ def test_demo_small_budget_writes_everything(tmp_path, capsys):
         assert set(report["results"][name]["recall_at_k"]) == {"1", "2", "4", "8"}
         assert 0.0 < report["results"][name]["map_at_r"] <= 1.0
     names = {pathlib.Path(p).name for p in report["artifacts"]["plots"]}
-    assert {"recall_at_k.png", "circle_boundary.png", "similarities.png"} <= names
+    assert {
+        "recall_at_k.png",
+        "circle_boundary.png",
+        "similarities.png",
+        "circle_trajectory.png",
+    } <= names
+    # The training diagnostics are in the report's history.
+    assert report["history"]["valid_anchors"] == [1.0]
     assert (workdir / "export" / "saved_model" / "1" / "saved_model.pb").exists()
     assert (workdir / "export" / "embedder.onnx").exists()
     out = capsys.readouterr().out

@@ -14,6 +14,7 @@ import tensorflow as tf
 import keras_circle
 from keras_circle import distribute
 from tests.mirrored import mirrored_strategy
+from tests.test_metrics import reference_pair
 
 ATOL = 1e-5
 
@@ -191,3 +192,58 @@ def test_local_outside_replica_context():
         ref_labels, _, self_index = distribute.gather_references(labels, embeddings)
     np.testing.assert_array_equal(ref_labels, labels)
     np.testing.assert_array_equal(self_index, [0, 1, 2])
+
+
+def _statistics_history(weights, batches, strategy=None, classes=None):
+    """One epoch over `batches` at learning rate 0: the epoch's statistics."""
+    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
+    with scope:
+        model = _embedder(classes)
+        model.set_weights(weights)
+        if classes:
+            loss = keras_circle.ClassCircleLoss(gamma=64.0)
+            statistics = keras_circle.metrics.class_circle_statistics()
+        else:
+            loss = keras_circle.CircleLoss()
+            statistics = keras_circle.metrics.circle_statistics(margin=0.4)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.0), loss=loss, metrics=statistics
+        )
+    dataset = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
+    history = model.fit(dataset, shuffle=False, verbose=0).history
+    return {k: v[0] for k, v in history.items() if k != "loss"}, model
+
+
+def test_circle_statistics_are_global_batch_values():
+    """Two replicas report the statistics of the global batches, as one
+    device does; each anchor's pairs span both replicas. Two batches of one
+    shape (one trace): the sorted one and the one with singletons."""
+    batches = BATCHES[1:3]
+    weights = _embedder().get_weights()
+    single, model = _statistics_history(weights, batches)
+    mirrored, _ = _statistics_history(weights, batches, _strategy())
+    assert set(single) == {"valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"}
+    for name, value in single.items():
+        assert mirrored[name] == pytest.approx(value, abs=1e-6), name
+    # Against the NumPy loop over the global batches (the weights stay put at
+    # learning rate 0); pairs within each replica's half would differ: the
+    # sorted batch has no negative on either half.
+    embedded = [(y, np.asarray(model(x))) for x, y in batches]
+    expected = reference_pair(embedded, 0.4)
+    names = ["valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"]
+    np.testing.assert_allclose([mirrored[n] for n in names], expected, atol=1e-5)
+    halves = [(y[i : i + 8], e[i : i + 8]) for y, e in embedded for i in (0, 8)]
+    local = reference_pair(halves, 0.4)
+    assert local[0] < expected[0] - 0.1
+
+
+def test_class_statistics_are_global_batch_values():
+    batches = [(x, y % 4) for x, y in BATCHES[2:3]]
+    weights = _embedder(classes=4).get_weights()
+    single, _ = _statistics_history(weights, batches, classes=4)
+    mirrored, _ = _statistics_history(weights, batches, _strategy(), classes=4)
+    assert set(single) == {"mean_target_cosine", "mean_hardest_negative_cosine"}
+    for name, value in single.items():
+        assert mirrored[name] == pytest.approx(value, abs=1e-6), name

@@ -195,3 +195,41 @@ def test_loss_curve_x_axis_counts_steps_or_epochs():
     assert axes.get_xlabel() == "epoch"
     with pytest.raises(ValueError, match="`steps_per_round`"):
         plots.loss_curve_figure([1.0], steps_per_round=0)
+
+
+def test_plot_similarity_trajectory_draws_the_history(tmp_path):
+    """The points are the history's (mean_s_n, mean_s_p), epochs in order; an
+    epoch without a value is left out; validation points are drawn too."""
+    history = {
+        "loss": [3.0, 2.0, 1.5, 1.0],
+        "mean_s_p": [0.2, 0.5, None, 0.8],
+        "mean_s_n": [0.3, 0.2, 0.1, 0.05],
+        "val_mean_s_p": [0.1, 0.4, 0.6, 0.7],
+        "val_mean_s_n": [0.3, 0.2, 0.2, 0.1],
+    }
+    path, points = plots.plot_similarity_trajectory(
+        history, tmp_path / "trajectory.png", margin=0.25
+    )
+    _assert_png(path)
+    np.testing.assert_array_equal(points, [[0.3, 0.2], [0.2, 0.5], [0.05, 0.8]])
+    # Another history draws another picture.
+    history["mean_s_p"] = [0.9, 0.9, 0.9, 0.9]
+    other, _ = plots.plot_similarity_trajectory(history, tmp_path / "other.png")
+    assert open(other, "rb").read() != open(path, "rb").read()
+
+
+def test_plot_similarity_trajectory_takes_a_keras_history(tmp_path):
+    class History:
+        history = {"mean_s_p": [0.5], "mean_s_n": [0.1]}
+
+    _, points = plots.plot_similarity_trajectory(History(), tmp_path / "t.png")
+    np.testing.assert_array_equal(points, [[0.1, 0.5]])
+
+
+def test_plot_similarity_trajectory_without_the_statistics_says_how(tmp_path):
+    with pytest.raises(ValueError, match="circle_statistics"):
+        plots.plot_similarity_trajectory({"loss": [1.0]}, tmp_path / "t.png")
+    with pytest.raises(ValueError, match="no epoch with finite"):
+        plots.plot_similarity_trajectory(
+            {"mean_s_p": [None], "mean_s_n": [0.1]}, tmp_path / "t.png"
+        )

@@ -119,3 +119,17 @@ def test_other_commands(command, tmp_path):
             if script.endswith("bench_losses.py"):
                 command += f" --plot {tmp_path / 'bench.png'}"
     run(command)
+
+
+def test_training_diagnostics_example_runs(tmp_path, monkeypatch):
+    """The "Training diagnostics" code block, as written, in a scratch folder."""
+    block = README.split("<!-- diagnostics -->")[1].split("<!-- /diagnostics -->")[0]
+    code = re.findall(r"```python\n(.*?)```", block, flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    history = namespace["history"].history
+    assert history["valid_anchors"] == [1.0, 1.0, 1.0]
+    assert history["mean_s_p"][-1] > history["mean_s_n"][-1]
+    assert (tmp_path / "circle_trajectory.png").exists()
+    assert len(namespace["points"]) == 3

@@ -26,6 +26,7 @@ def margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):
         finite,
         _checks.same_batch(labels, s, *names),
         _checks.labels_in_range(labels, num_classes, names[0]),
+        _checks.cosines_in_range(s, names[1]),
     )
     # Poisoned in and out: NaN gradients and a NaN value when a check failed.
     s = _checks.poison(s, factor)
@@ -102,6 +103,7 @@ def sampled_margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cos
             "(batch_size, num_classes) cosines need `sampled=False`.",
             [s, labels],
         ),
+        _checks.cosines_in_range(s, names[1], skipped),
     )
     s = _checks.poison(s, factor)
     # Cosines only enter the logits where kept: -inf * alpha would be NaN.

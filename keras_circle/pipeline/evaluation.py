@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 
+from keras_circle.pipeline import models
 from keras_circle.pipeline.datasets import image_dataset
 
 
@@ -55,6 +56,16 @@ def jsonable(value):
     return value
 
 
+def _has_statistics(history):
+    """True when `history` holds a finite `mean_s_p` and `mean_s_n` round."""
+    s_p = (history or {}).get("mean_s_p") or []
+    s_n = (history or {}).get("mean_s_n") or []
+    return any(
+        p is not None and n is not None and np.isfinite([p, n]).all()
+        for p, n in zip(s_p, s_n, strict=False)
+    )
+
+
 def evaluate_and_report(
     config, workdir, embedder, task_data, recipe, out_dir=None, history=None
 ):
@@ -76,6 +87,13 @@ def evaluate_and_report(
         tc = config.train
         per_round = tc.backup_every or tc.steps_per_epoch or None
         plots.plot_loss_curve(losses, plot_dir / "loss.png", steps_per_round=per_round)
+    if config.eval.plots and _has_statistics(history):
+        # The pair-wise diagnostics per round against the Eq. 8 circle.
+        plots.plot_similarity_trajectory(
+            history,
+            plot_dir / "circle_trajectory.png",
+            margin=models.statistics_margin(config),
+        )
     return {
         "task": config.task,
         "metrics": jsonable(metrics),

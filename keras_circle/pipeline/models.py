@@ -144,6 +144,35 @@ def build_loss(config):
     )
 
 
+# The Eq. 8 circle of a loss that has none (the triplet margin is a distance):
+# the pair-wise Circle loss's default, so runs compare on one circle.
+_DEFAULT_CIRCLE_MARGIN = kc.CircleLoss().margin
+
+
+def statistics_margin(config):
+    """The margin `m` of the Eq. 8 circle the pair-wise diagnostics use.
+
+    The loss's margin for the Circle losses (`circle`, `keras_circle`);
+    Circle loss's default 0.4 for the triplet loss, whose margin is a
+    distance, not Eq. 8's `m`.
+    """
+    lc = config.loss
+    if lc.name in ("circle", "keras_circle"):
+        return lc.margin
+    return _DEFAULT_CIRCLE_MARGIN
+
+
+def build_metrics(config):
+    """The training diagnostics of `config.loss` (`keras_circle.metrics`).
+
+    Pair labels: `circle_statistics(statistics_margin(config))`. Class
+    labels: `class_circle_statistics()` on the `CosineProxies` cosines.
+    """
+    if config.loss.labels == "class":
+        return kc.metrics.class_circle_statistics()
+    return kc.metrics.circle_statistics(statistics_margin(config))
+
+
 def build_optimizer(config, total_steps):
     """SGD (momentum 0.9) or Adam; the rate decays in steps or as a cosine."""
     tc = config.train

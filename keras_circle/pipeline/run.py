@@ -24,7 +24,9 @@ up, and a run that did not train all its steps writes no model, report or
 export.
 
 Workdir layout: `config.json`, `backup/`, `checkpoints/last.keras`,
-`history.csv`, `logs/` (TensorBoard), `model.keras`, `report.json`,
+`history.csv`, `logs/` (TensorBoard: `train/` the loss and the training
+diagnostics of `keras_circle.metrics` per round, `evaluation/` the
+evaluation's metrics at the last step), `model.keras`, `report.json`,
 `plots/*.png`, `export/saved_model/<version>/`, `export/embedder.onnx`.
 """
 
@@ -39,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_circle import callbacks as callbacks_lib
 from keras_circle import config as config_lib
 from keras_circle import console
 from keras_circle import data
@@ -47,6 +50,7 @@ from keras_circle import training
 from keras_circle.pipeline import evaluation
 from keras_circle.pipeline import models
 from keras_circle.pipeline import run_folder
+from keras_circle.pipeline import summaries
 
 
 def select_strategy(replicas=0):
@@ -147,6 +151,9 @@ def _fit(config, workdir, recipe, task, strategy, schedule, start):
         model.compile(
             optimizer=models.build_optimizer(config, total),
             loss=recipe.build_loss(config),
+            # valid_anchors, mean_s_p, ... in the progress bar, history.csv
+            # and TensorBoard (keras_circle.metrics).
+            metrics=models.build_metrics(config),
             jit_compile=jit,
         )
     guard = _DivergenceGuard(schedule, start)
@@ -163,8 +170,11 @@ def _fit(config, workdir, recipe, task, strategy, schedule, start):
             delete_checkpoint=False,
         ),
         keras.callbacks.ModelCheckpoint(str(workdir / "checkpoints" / "last.keras")),
-        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
+        # Keras's CSVLogger would add val_* columns that stay NA.
+        callbacks_lib.HistoryCSVLogger(str(workdir / "history.csv"), append=True),
     ]
+    if config.loss.labels == "pair":
+        callbacks.append(callbacks_lib.ValidAnchorCheck())
     # tf.summary needs the `tensorboard` package, which tensorflow-cpu does
     # not always bring; a run without it still trains.
     if tc.tensorboard and importlib.util.find_spec("tensorboard") is not None:
@@ -336,6 +346,10 @@ def train_and_evaluate(
             config, workdir, embedder, task, allow_shape_change=allow_shape_change
         )
     )
+    if config.train.tensorboard:
+        summaries.write_evaluation(
+            workdir / "logs" / "evaluation", report["metrics"], steps
+        )
     report["seconds"]["total"] = time.time() - start_time
     evaluation.write_report(workdir, report)
     return report

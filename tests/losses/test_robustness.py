@@ -12,6 +12,7 @@ import pytest
 
 import keras_circle
 from keras_circle.losses import am_softmax_loss
+from keras_circle.losses import class_circle_loss
 from keras_circle.losses import triplet_loss
 from keras_circle.losses import unified_pair_loss
 from keras_circle.testing import reference
@@ -280,3 +281,62 @@ def test_triplet_rejects_a_margin_that_is_not_a_finite_number(margin):
 
 def test_triplet_accepts_numpy_margins():
     assert keras_circle.TripletLoss(margin=np.float32(0.5)).margin == 0.5
+
+
+def _raw_embeddings():
+    """What a class-level loss gets when the `CosineProxies` head is missing."""
+    return (5.0 * np.random.default_rng(1).normal(size=(8, 5))).astype("float32")
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+def test_values_outside_cosine_range_raise_eagerly(name):
+    """Before: ClassCircleLoss trained on raw embeddings at a loss near 900."""
+    with pytest.raises(ValueError, match=r"`y_pred` holds values outside \[-1, 1\]"):
+        CLASS_LOSSES[name]()(LABELS % 5, _raw_embeddings())
+
+
+def test_values_outside_cosine_range_name_what_they_got_and_the_fix():
+    with pytest.raises(ValueError) as error:
+        keras_circle.ClassCircleLoss()(LABELS % 5, _raw_embeddings())
+    message = str(error.value)
+    largest = float(np.abs(_raw_embeddings()).max())
+    assert f"largest magnitude {largest:.4g}" in message
+    assert "CosineProxies" in message
+
+
+def test_functional_form_names_its_cosine_argument():
+    with pytest.raises(ValueError, match="`cosine` holds values outside"):
+        class_circle_loss(LABELS % 5, _raw_embeddings())
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+def test_rounding_above_one_is_accepted(name):
+    cosine = _cosine()
+    cosine[0, 0], cosine[1, 2] = 1.0 + 1e-4, -1.0 - 1e-4
+    assert np.isfinite(float(CLASS_LOSSES[name]()(LABELS % 5, cosine)))
+
+
+@pytest.mark.parametrize("name", CLASS_LOSSES)
+def test_values_outside_cosine_range_give_nan_when_compiled(name):
+    _assert_nan(*_compiled(name)(_labels(name), _raw_embeddings()))
+
+
+@TF_ONLY
+def test_values_outside_cosine_range_raise_in_a_plain_graph():
+    import tensorflow as tf
+
+    loss = keras_circle.ClassCircleLoss()
+    step = tf.function(lambda y, s: loss(y, s))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        step(tf.constant(LABELS % 5), tf.constant(_raw_embeddings()))
+
+
+def test_sampled_layout_skips_minus_inf_but_checks_the_rest():
+    layer = keras_circle.CosineProxies(6, sample_fraction=0.5, seed=0)
+    labels = np.array([0, 1, 2, 3])
+    cosine = np.array(layer(_embeddings()[:4], labels=labels, training=True))
+    loss = keras_circle.ClassCircleLoss(sampled=True)
+    assert np.isfinite(float(loss(labels, cosine)))
+    cosine[0, 0] = 3.0
+    with pytest.raises(ValueError, match="outside"):
+        loss(labels, cosine)

@@ -156,3 +156,40 @@ def test_load_source_runs_the_loader_of_data_source():
         datasets.load_source(
             config, "person_reid", {"market1501": loaders["market1501"]}
         )
+
+
+@pytest.mark.parametrize(
+    "name, labels, names, margin",
+    [
+        ("circle", "pair", ["valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"], 0.3),
+        ("keras_circle", "pair", ["valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"], 0.3),
+        ("triplet", "pair", ["valid_anchors", "mean_s_p", "mean_s_n", "outside_circle"], 0.4),
+        ("circle", "class", ["mean_target_cosine", "mean_hardest_negative_cosine"], None),
+        ("arcface", "class", ["mean_target_cosine", "mean_hardest_negative_cosine"], None),
+    ],
+)  # fmt: skip
+def test_build_metrics_gives_the_diagnostics_of_the_labels(name, labels, names, margin):
+    """Pair-wise runs use their Circle margin (a triplet margin is a distance:
+    Circle loss's default 0.4); class-level runs the class statistics."""
+    loss = {"name": name, "labels": labels, "margin": 0.3}
+    built = models.build_metrics(config_lib.from_dict({"loss": loss}))
+    assert [m.name for m in built] == names
+    if margin is not None:
+        assert built[-1].margin == margin
+
+
+def test_evaluation_scalars_flatten_the_report_metrics():
+    from keras_circle.pipeline import summaries
+
+    metrics = {
+        "recall_at_k": {1: 0.5, "2": 0.75},
+        "map_at_r": 0.25,
+        "roc": {"fpr": [0.0, 1.0]},
+        "ok": True,
+        "none": None,
+    }
+    assert summaries.scalar_metrics(metrics) == {
+        "recall_at_k/1": 0.5,
+        "recall_at_k/2": 0.75,
+        "map_at_r": 0.25,
+    }
