@@ -74,10 +74,13 @@ def train_glyph_embedder(
     model.compile(keras.optimizers.Adam(LEARNING_RATE), loss, jit_compile=True)
     bar = verbose == 1 and sys.stdout.isatty()
     callbacks = [] if bar or not verbose else [_ProgressLines(steps)]
+    # The P x K stream is already in its seeded order (`shuffle` would only
+    # warn that it ignores a dataset).
     model.fit(
         batches,
         epochs=1,
         steps_per_epoch=steps,
+        shuffle=False,
         verbose=1 if bar else 0,
         callbacks=callbacks,
     )
