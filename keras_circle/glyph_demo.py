@@ -27,8 +27,9 @@ from keras_circle.pipeline.models import small_cnn
 P, K = 32, 4
 EMBEDDING_DIM, WIDTH = 128, 32
 LEARNING_RATE = 1e-3
-# About 3 minutes of training on two free CPU cores (0.4 s a step at
-# 48 x 48): with embedding the 28,500 test images and scoring, 4-5 minutes.
+# About 3 minutes of training on two free CPU cores (the benchmark measured
+# 0.45 s a step at 48 x 48); the whole demo took 303 s of CPU time on the
+# CJK set (README), so about 5 minutes there.
 DEFAULT_STEPS = 400
 GRID_QUERIES, GRID_NEIGHBOURS = 8, 5
 QUERY_RGB, CORRECT_RGB, WRONG_RGB = (60, 110, 220), (30, 160, 60), (220, 40, 40)
