@@ -40,6 +40,7 @@ import tensorflow as tf
 
 import keras_circle as kc
 from keras_circle import data
+from keras_circle import glyph_demo
 from keras_circle import retrieval
 from keras_circle.pipeline.models import small_cnn
 
@@ -114,49 +115,16 @@ def run(labels, make_loss, head, seed, steps, train, test):
     )
 
 
-def glyph_metrics(embeddings, test):
-    """MAP@R, Recall@1/2/4/8 and cross-typeface Recall@1/4 on the test split."""
-    embeddings = np.asarray(embeddings, np.float32)
-    recall = retrieval.recall_at_k(embeddings, test.labels, ks=(1, 2, 4, 8), verbose=0)
-    query, gallery = data.cross_typeface_split(test.designs, test.query_designs)
-    return {
-        "map_at_r": float(retrieval.map_at_r(embeddings, test.labels, verbose=0)),
-        "recall_at_k": {str(k): float(v) for k, v in recall.items()},
-        # Query designs against the other designs' glyphs (not leave-one-out).
-        "cross_typeface_recall_at_k": {
-            str(k): float(v)
-            for k, v in retrieval.recall_at_k(
-                embeddings[query],
-                test.labels[query],
-                ks=(1, 4),
-                reference=embeddings[gallery],
-                reference_labels=test.labels[gallery],
-                verbose=0,
-            ).items()
-        },
-    }
-
-
 def run_glyphs(labels, make_loss, head, seed, steps, train, test):
-    """Trains one method on the training classes; metrics on the test classes."""
-    keras.utils.set_random_seed(seed)
-    size = train.images.shape[1]
-    num_classes = int(train.labels.max()) + 1
-    batches = data.pk_batches(
-        data.ArraySource(train.images, train.labels), p=32, k=4, seed=seed,
-        preprocess=lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
-        steps_per_epoch=steps,
-    )  # fmt: skip
-    embedder = small_cnn((size, size, 1), embedding_dim=128, width=32)
-    model = head(embedder) if head else embedder
-    if labels == "class":
-        model = keras.Model(
-            embedder.input, kc.CosineProxies(num_classes)(embedder.output)
-        )
-    model.compile(keras.optimizers.Adam(1e-3), make_loss(), jit_compile=True)
-    model.fit(batches, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    x = embedder.predict(test.images / 255.0, batch_size=1000, verbose=0)
-    return glyph_metrics(x, test)
+    """Trains one method on the training classes; metrics on the test classes.
+
+    The recipe (32 x 4 P x K, Adam 1e-3, small CNN, 128-d) is the glyph
+    demo's: `keras_circle.glyph_demo.train_glyph_embedder`.
+    """
+    embedder = glyph_demo.train_glyph_embedder(
+        train, make_loss(), labels=labels, head=head, seed=seed, steps=steps
+    )
+    return data.glyph_metrics(glyph_demo.embed_glyphs(embedder, test), test)
 
 
 def _mean_std(runs, key, k=None):
@@ -223,7 +191,7 @@ def main_glyphs(args):
             "backend": keras.backend.backend(),
             "glyphs_images_sha256": info["sha256"]["images"],
         },
-        "raw_pixels": glyph_metrics(pixels, test),
+        "raw_pixels": data.glyph_metrics(pixels, test),
         "losses": {},
     }
     print("raw pixels", json.dumps(results["raw_pixels"]), flush=True)

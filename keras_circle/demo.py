@@ -10,7 +10,9 @@ would, then adds what only the demo shows: retrieval on raw pixels
 (flattened) on the same split, Recall@K of both in one plot, and the circle
 decision boundary before and after training. The run folder's
 `config.json` is the whole config, so `keras-circle evaluate
-WORKDIR/config.json --workdir WORKDIR` evaluates the demo again.
+WORKDIR/config.json --workdir WORKDIR` evaluates the demo again. The
+second demo, zero-shot retrieval of unseen characters (`keras-circle demo
+--dataset glyphs`), is `keras_circle.glyph_demo`.
 """
 
 import copy

@@ -6,6 +6,10 @@ runs after installing; this test checks the two stay identical instead of
 starting the suite inside itself. Other `bash` blocks run as written, with
 the benchmark scripts given small sizes (`QUICK_ARGS`, appended to the
 command: argparse takes the last value) so that CI stays within its budget.
+The glyph demo (`keras-circle demo --dataset glyphs`) runs on the tiny glyph
+set with 3 steps (`GLYPH_DEMO_QUICK_ARGS`): CI has no CJK font packages, and
+the tiny set (matplotlib's own fonts) is built on first use in a temporary
+cache, as the CJK set would be.
 """
 
 import json
@@ -46,6 +50,10 @@ QUICK_ARGS = {
     "benchmarks/bench_serving.py": "--arch small --repeats 1",
     "benchmarks/compare_losses.py": "--steps 3 --seeds 0",
 }
+
+
+GLYPH_DEMO = "keras-circle demo --dataset glyphs"
+GLYPH_DEMO_QUICK_ARGS = "--glyph-set tiny --steps 3"
 
 
 def run(command, env=None, timeout=600):
@@ -118,6 +126,8 @@ def test_other_commands(command, tmp_path):
                 command += f" --out {tmp_path / 'compare.md'}"
             if script.endswith("bench_losses.py"):
                 command += f" --plot {tmp_path / 'bench.png'}"
+    if command.startswith(GLYPH_DEMO):
+        command += f" {GLYPH_DEMO_QUICK_ARGS} --cache-dir {tmp_path / 'glyphs'}"
     run(command)
 
 
@@ -133,3 +143,16 @@ def test_training_diagnostics_example_runs(tmp_path, monkeypatch):
     assert history["mean_s_p"][-1] > history["mean_s_n"][-1]
     assert (tmp_path / "circle_trajectory.png").exists()
     assert len(namespace["points"]) == 3
+
+
+def test_readme_shows_the_glyph_demo_and_its_font_packages():
+    from keras_circle.data import glyph_fonts
+
+    assert any(c.startswith(GLYPH_DEMO) for c in other_commands())
+    lines = README.split("apt-get install -y ", 1)[1].split("\n")
+    words = []
+    for line in lines:
+        words += line.replace("\\", " ").split()
+        if not line.rstrip().endswith("\\"):
+            break
+    assert sorted(words) == glyph_fonts.apt_packages("cjk")

@@ -28,8 +28,11 @@ from keras_circle.data.files import decode_image_file
 from keras_circle.data.files import files_dataset
 from keras_circle.data.fine_grained import FINE_GRAINED_SETS
 from keras_circle.data.fine_grained import load_fine_grained
+from keras_circle.data.glyphs import GlyphCacheError
 from keras_circle.data.glyphs import Glyphs
 from keras_circle.data.glyphs import cross_typeface_split
+from keras_circle.data.glyphs import ensure_glyphs
+from keras_circle.data.glyphs import glyph_metrics
 from keras_circle.data.glyphs import glyphs_info
 from keras_circle.data.glyphs import load_glyphs
 from keras_circle.data.preprocessing import face_spec
@@ -59,6 +62,7 @@ __all__ = [
     "BUILTIN_SETS",
     "FINE_GRAINED_SETS",
     "FileSource",
+    "GlyphCacheError",
     "Glyphs",
     "NORMALIZATIONS",
     "ReidSplit",
@@ -69,11 +73,13 @@ __all__ = [
     "cross_typeface_split",
     "data_path",
     "decode_image_file",
+    "ensure_glyphs",
     "epoch_plan",
     "face_spec",
     "fashion_mnist_subset_info",
     "files_dataset",
     "fine_grained_spec",
+    "glyph_metrics",
     "glyphs_info",
     "load_fashion_mnist_subset",
     "load_fine_grained",

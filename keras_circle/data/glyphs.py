@@ -1,9 +1,11 @@
 """The zero-shot glyph benchmark: characters as classes, typefaces as variation.
 
-NumPy only. The data are built once, offline, by `tools/build_glyphs.py`
+NumPy only (and faiss for `glyph_metrics`). The data are built once,
+offline, by `keras_circle.data.glyph_build` (command line:
+`tools/build_glyphs.py`; `ensure_glyphs` builds a missing set on first use)
 into a cache folder (default `~/.cache/keras_circle/glyphs/<name>/`); this
-module loads them and checks them against the checksums of the build's
-manifest. The "cjk" set holds 3,800 CJK Unified Ideographs (1,900 training
+module loads them, checks them against the checksums of the build's
+manifest, and scores embeddings of a split with the benchmark's protocol. The "cjk" set holds 3,800 CJK Unified Ideographs (1,900 training
 and 1,900 disjoint test classes), each drawn by the same 15 distinct
 typefaces, 48x48 grayscale; the "tiny" set (Latin, Greek and Cyrillic
 letters in matplotlib's DejaVu and STIX fonts) exists for tests.
@@ -44,11 +46,15 @@ class Glyphs(NamedTuple):
     query_designs: list
 
 
+class GlyphCacheError(ValueError):
+    """A built glyph set does not match its manifest (changed or half-written)."""
+
+
 def array_sha256(array):
     """sha256 of an array's dtype, shape and C-order bytes.
 
-    The same definition as in `tools/build_glyphs.py`, which writes these
-    checksums into the manifest.
+    The builder (`keras_circle.data.glyph_build`) writes these checksums
+    into the manifest with this function.
     """
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
@@ -76,6 +82,42 @@ def _folder(name, cache_dir):
     return folder
 
 
+def ensure_glyphs(name="cjk", cache_dir=None, *, verbose=True):
+    """Builds glyph set `name` into `cache_dir` unless it is there already.
+
+    A set whose `manifest.json` and `glyphs.npz` exist is left as it is
+    (`load_glyphs` checks it); a missing one is rendered from the installed
+    fonts (a few seconds to a minute), or, when font files are missing,
+    nothing is written and `MissingFontsError` names the Debian packages to
+    install.
+
+    Args:
+        name: the glyph set, `"cjk"` or `"tiny"`. Defaults to `"cjk"`.
+        cache_dir: the folder holding `<name>/`. Defaults to
+            `~/.cache/keras_circle/glyphs`.
+        verbose: print the build's progress lines. Defaults to `True`.
+
+    Returns:
+        The folder of the set, a `pathlib.Path`.
+
+    Raises:
+        keras_circle.data.glyph_fonts.MissingFontsError: the set must be
+            built and font files are missing.
+    """
+    from keras_circle.data import glyph_build
+    from keras_circle.data import glyph_fonts
+
+    glyph_fonts.designs_of(name)  # rejects an unknown name before any I/O
+    base = pathlib.Path(cache_dir or DEFAULT_GLYPHS_DIR).expanduser()
+    folder = base / name
+    if (
+        not (folder / "manifest.json").is_file()
+        or not (folder / "glyphs.npz").is_file()
+    ):
+        glyph_build.build(name, base, verbose=verbose)
+    return folder
+
+
 def glyphs_info(name="cjk", cache_dir=None):
     """The manifest of a built glyph set as a dict.
 
@@ -100,7 +142,7 @@ def load_glyphs(name="cjk", split="train", cache_dir=None):
     disjoint, so the test split measures retrieval of unseen classes
     (zero-shot). The arrays are checked against the sha256 sums of the
     build's manifest: a cache that was changed or half-written raises
-    instead of loading.
+    `GlyphCacheError` (a `ValueError`) instead of loading.
 
     Args:
         name: the glyph set, `"cjk"` or `"tiny"`. Defaults to `"cjk"`.
@@ -128,7 +170,7 @@ def load_glyphs(name="cjk", split="train", cache_dir=None):
     expected = manifest.get("sha256", {})
     for key in ("images", "labels", "designs", "code_points", "class_split"):
         if key not in arrays or array_sha256(arrays[key]) != expected.get(key):
-            raise ValueError(
+            raise GlyphCacheError(
                 f"{folder / 'glyphs.npz'}: array {key!r} is missing or does not "
                 f"match the sha256 in {folder / 'manifest.json'}; rebuild it with "
                 f"`python tools/build_glyphs.py --name {name} "
@@ -179,3 +221,51 @@ def cross_typeface_split(designs, query_designs):
             f"of the typefaces in `designs` ({sorted(set(designs.tolist()))})."
         )
     return np.flatnonzero(query), np.flatnonzero(~query)
+
+
+def glyph_metrics(embeddings, glyphs, *, ks=(1, 2, 4, 8), cross_ks=(1, 4)):
+    """The benchmark's scores of embeddings of one split (the unseen classes).
+
+    MAP@R (the headline: near-duplicate typefaces make Recall@1 easy) and
+    Recall@K with every image querying all others of the split, and
+    cross-typeface Recall@K: the images of the query typefaces
+    (`glyphs.query_designs`) query the images of the other typefaces only
+    (`cross_typeface_split`), so no query finds its own design.
+
+    Args:
+        embeddings: float `(n, dim)`, one row per image of `glyphs` (raw
+            pixels flattened are the baseline). Compared by cosine.
+        glyphs: the `Glyphs` split the rows embed, in its order.
+        ks: the K of Recall@K. Defaults to `(1, 2, 4, 8)`.
+        cross_ks: the K of cross-typeface Recall@K. Defaults to `(1, 4)`.
+
+    Returns:
+        `{"map_at_r": float, "recall_at_k": {"1": float, ...},
+        "cross_typeface_recall_at_k": {"1": float, ...}}` (keys as strings,
+        as in `benchmarks/results/zero_shot_glyphs.json`).
+    """
+    from keras_circle import retrieval
+
+    embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(glyphs.labels):
+        raise ValueError(
+            f"`embeddings` must be `(n, dim)` with one row per image of the split "
+            f"(n={len(glyphs.labels)}); received shape {embeddings.shape}."
+        )
+    labels = glyphs.labels
+    recall = retrieval.recall_at_k(embeddings, labels, ks=ks, verbose=0)
+    query, gallery = cross_typeface_split(glyphs.designs, glyphs.query_designs)
+    # Query typefaces against the other typefaces' images (not leave-one-out).
+    cross = retrieval.recall_at_k(
+        embeddings[query],
+        labels[query],
+        ks=cross_ks,
+        reference=embeddings[gallery],
+        reference_labels=labels[gallery],
+        verbose=0,
+    )
+    return {
+        "map_at_r": float(retrieval.map_at_r(embeddings, labels, verbose=0)),
+        "recall_at_k": {str(k): float(v) for k, v in recall.items()},
+        "cross_typeface_recall_at_k": {str(k): float(v) for k, v in cross.items()},
+    }

@@ -1,4 +1,4 @@
-"""Tests for the glyph benchmark: tools/build_glyphs.py and data.glyphs.
+"""Tests for the glyph benchmark: tools/build_glyphs.py, data.glyph_build, data.glyphs.
 
 They build the tiny set (matplotlib's bundled fonts, 60 classes x 8
 typefaces) into a temporary folder; the CJK build needs Debian font
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from keras_circle import data
+from keras_circle.data import glyph_build
+from keras_circle.data import glyph_fonts
 from keras_circle.data import glyphs
 
 _TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "build_glyphs.py"
@@ -76,10 +78,11 @@ def test_two_builds_give_the_same_checksums(builder, tiny, tmp_path):
     assert first["sha256"] == second["sha256"]
 
 
-def test_array_checksum_matches_the_builder(builder):
+def test_array_checksum_covers_dtype_and_shape():
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert builder.array_sha256(array) == glyphs.array_sha256(array)
+    assert glyphs.array_sha256(array) == glyphs.array_sha256(array.copy())
     assert glyphs.array_sha256(array) != glyphs.array_sha256(array.reshape(4, 3))
+    assert glyphs.array_sha256(array) != glyphs.array_sha256(array.astype(np.int8))
 
 
 def test_changed_images_are_rejected(tiny, tmp_path):
@@ -107,11 +110,44 @@ def test_bad_split_and_name_are_rejected(tiny):
 
 
 def test_missing_fonts_name_the_packages(builder, monkeypatch, tmp_path):
-    missing = dict(builder.CJK_DESIGNS[0], path=str(tmp_path / "absent.ttc"))
-    monkeypatch.setattr(builder, "CJK_DESIGNS", [missing, *builder.CJK_DESIGNS[1:]])
-    with pytest.raises(SystemExit, match="apt-get install -y fonts-noto-cjk"):
+    missing = dict(glyph_fonts.CJK_DESIGNS[0], path=str(tmp_path / "absent.ttc"))
+    monkeypatch.setattr(
+        glyph_fonts, "CJK_DESIGNS", [missing, *glyph_fonts.CJK_DESIGNS[1:]]
+    )
+    with pytest.raises(SystemExit, match="apt-get install -y fonts-noto-cjk$"):
         builder.main(["--name", "cjk", "--cache-dir", str(tmp_path)])
     assert not (tmp_path / "cjk").exists()
+
+
+def test_ensure_glyphs_builds_once(tmp_path, monkeypatch):
+    folder = data.ensure_glyphs("tiny", tmp_path, verbose=False)
+    assert folder == tmp_path / "tiny"
+    first = data.glyphs_info("tiny", cache_dir=tmp_path)
+    # A second call finds the set and renders nothing.
+    monkeypatch.setattr(glyph_build, "build", None)
+    assert data.ensure_glyphs("tiny", tmp_path) == folder
+    assert data.glyphs_info("tiny", cache_dir=tmp_path) == first
+
+
+def test_ensure_glyphs_without_fonts_names_every_package(tmp_path, monkeypatch):
+    absent = [dict(d, path=str(tmp_path / "x.ttf")) for d in glyph_fonts.CJK_DESIGNS]
+    monkeypatch.setattr(glyph_fonts, "CJK_DESIGNS", absent)
+    with pytest.raises(glyph_fonts.MissingFontsError) as error:
+        data.ensure_glyphs("cjk", tmp_path)
+    assert error.value.packages == glyph_fonts.apt_packages("cjk")
+    assert "apt-get install -y " + " ".join(error.value.packages) in str(error.value)
+    assert not (tmp_path / "cjk").exists()
+
+
+def test_glyph_metrics_scores_a_split(tiny):
+    test = data.load_glyphs("tiny", "test", cache_dir=tiny)
+    onehot = np.eye(20, dtype=np.float32)[test.labels]
+    scores = data.glyph_metrics(onehot, test)
+    assert scores["map_at_r"] == pytest.approx(1.0)
+    assert scores["recall_at_k"] == {"1": 1.0, "2": 1.0, "4": 1.0, "8": 1.0}
+    assert scores["cross_typeface_recall_at_k"] == {"1": 1.0, "4": 1.0}
+    with pytest.raises(ValueError, match="one row per image"):
+        data.glyph_metrics(onehot[:-1], test)
 
 
 def test_cross_typeface_split(tiny):
