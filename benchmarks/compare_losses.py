@@ -24,12 +24,13 @@ and cross-typeface Recall@1/4 (queries drawn by one group of typefaces, the
 gallery by the other). Writes `benchmarks/results/zero_shot_glyphs.json` and
 a PNG of the table next to it.
 
-    python benchmarks/compare_losses.py --dataset glyphs [--steps 2000]
+    python benchmarks/compare_losses.py --dataset glyphs [--steps 300]
         [--seeds 0 1 2] [--methods NAME ...] [--cache-dir DIR]
 """
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import time
@@ -71,7 +72,9 @@ METHODS = {
         _unit_normalized,
     ),
 }
-# The losses of issue 13, by the names the results file uses.
+# The losses of the glyph comparison, by the names the results file uses
+# (ClassCircleLoss trains behind CosineProxies, keras.losses.Circle behind
+# UnitNormalization).
 GLYPH_METHODS = {
     "CircleLoss": METHODS["Circle pair (ours, 80 / 0.4)"],
     "CircleLoss (full gradient)": (
@@ -79,16 +82,16 @@ GLYPH_METHODS = {
         lambda: kc.CircleLoss(80.0, 0.4, stop_alpha_gradient=False),
         None,
     ),
-    "ClassCircleLoss + CosineProxies": METHODS["Circle class (ours, 256 / 0.25)"],
-    "AM-Softmax": METHODS["AM-Softmax (30 / 0.35)"],
-    "ArcFace": METHODS["ArcFace (64 / 0.5)"],
-    "Triplet semi-hard": METHODS["Triplet semi-hard (0.2)"],
-    "Triplet batch-hard": (
+    "ClassCircleLoss": METHODS["Circle class (ours, 256 / 0.25)"],
+    "AMSoftmaxLoss": METHODS["AM-Softmax (30 / 0.35)"],
+    "ArcFaceLoss": METHODS["ArcFace (64 / 0.5)"],
+    "TripletLoss (semi-hard)": METHODS["Triplet semi-hard (0.2)"],
+    "TripletLoss (batch-hard)": (
         "pair",
         lambda: kc.TripletLoss(margin=0.2, mining="batch_hard", l2_normalize=True),
         None,
     ),
-    "keras.losses.Circle (UnitNormalization)": METHODS[
+    "keras.losses.Circle": METHODS[
         "keras.losses.Circle (80 / 0.4, after UnitNormalization)"
     ],
 }
@@ -183,6 +186,10 @@ def main_glyphs(args):
         "steps": args.steps,
         "batch": "32 x 4 P x K, Adam 1e-3, small CNN (width 32, 128-d)",
         "minutes": None,
+        "run": {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+        },
         "versions": {
             "python": platform.python_version(),
             "keras": keras.__version__,
@@ -215,7 +222,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=["fashion_mnist", "glyphs"],
                         default="fashion_mnist")  # fmt: skip
-    parser.add_argument("--steps", type=int, help="150 (fashion_mnist), 2000 (glyphs)")
+    parser.add_argument("--steps", type=int, help="150 (fashion_mnist), 300 (glyphs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="a subset of the method names")
     parser.add_argument("--cache-dir", help="glyph cache (load_glyphs's cache_dir)")
@@ -229,7 +236,7 @@ def main():
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.dataset == "glyphs":
-        args.steps = args.steps or 2000
+        args.steps = args.steps or 300
         args.out = args.out or str(results / "zero_shot_glyphs.json")
         return main_glyphs(args)
     args.steps = args.steps or 150
