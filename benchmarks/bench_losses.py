@@ -304,9 +304,13 @@ def _best(results, case):
 def _table(title, results, floor, peer=None, key="seconds"):
     unit = "s" if key == "seconds" else "GiB peak RSS"
     print(f"\n### {title}\n")
+    # Peak memory also against the floor under the same XLA setting (XLA's
+    # buffer assignment differs from TensorFlow's allocator).
+    same = key == "peak_bytes"
     head = f"| case | XLA | {unit} | / floor (best) |"
+    head += " / floor (same XLA) |" if same else ""
     print(head + (" / keras.losses.Circle (best) |" if peer else ""))
-    print("|---" * (4 + bool(peer)) + "|")
+    print("|---" * (4 + same + bool(peer)) + "|")
     for (case, xla), r in results.items():
         row = f"| {case} | {'-' if xla is None else ('on' if xla else 'off')} "
         row += f"| {_fmt(r, key)} "
@@ -317,6 +321,9 @@ def _table(title, results, floor, peer=None, key="seconds"):
         value = r[key]
         floor_value = min(v[key] for v in base.values() if key in v)
         row += f"| {value / floor_value:.2f} "
+        if same:
+            twin = results.get((floor, xla), {})
+            row += f"| {value / twin[key]:.2f} " if key in twin else "| - "
         if peer:
             peer_value = min(
                 v[key] for k, v in results.items() if k[0] == peer and key in v

@@ -203,8 +203,11 @@ def integer_labels(y_true, name="y_true"):
     return ops.cast(y_true, "int64"), factor
 
 
-def float_matrix(y_pred, name="y_pred", what="(batch_size, dim)"):
+def float_matrix(y_pred, name="y_pred", what="(batch_size, dim)", finite=True):
     """Converts to a float32 rank-2 tensor and checks it is finite.
+
+    `finite=False` leaves the finiteness to the caller (a fused kernel that
+    checks it on the way, without a pass of its own over the values).
 
     Returns:
         `(y_pred, factor)`: the float32 tensor and the poison factor of the
@@ -219,6 +222,8 @@ def float_matrix(y_pred, name="y_pred", what="(batch_size, dim)"):
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(f"`{name}` must be a float tensor; received dtype {dtype}.")
     y_pred = ops.cast(y_pred, "float32")
+    if not finite:
+        return y_pred, None
     factor = check_value(
         ops.all(ops.isfinite(y_pred)),
         f"`{name}` contains NaN or infinite values; the loss needs finite inputs.",

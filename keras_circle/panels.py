@@ -3,13 +3,20 @@
 `S = E E^T` is symmetric and so are the pair masks (label equality), so the
 kernel computes only the upper triangle of `S`, as row panels: panel `b` is
 `S[rows_b, start_b:] = E_b E[start_b:]^T`, its diagonal block included whole.
-Each entry of a panel serves two anchors, its row `i` and its column `j`:
+Each entry of a panel serves two anchors, its row `i` and its column `j`, and
+is in the same set (positive, negative, or the self-pair) for both, so it
+needs one logit `l_ij` (the positive or the negative one) and one
+exponential per anchor it serves:
 
-1. Row maxima of the masked logits (per row `i`: over its positives and over
-   its negatives), reduced along the panel's rows and, for the part right of
-   the diagonal block, along its columns.
-2. The sums `sum_j exp(logit_ij - M_i)`, again along rows and columns.
-3. Backward: `K_ij = dL/ds_ij + dL/ds_ji = slope_ij * (a_i exp(l_ij - M_i) +
+1. Forward, one pass over the panels (an online log-sum-exp, as in
+   FlashAttention): a panel's masked row maxima (and, right of the diagonal
+   block, column maxima) raise the running maxima `M` of its anchors, their
+   running sums are rescaled to the new maxima, and the panel adds
+   `exp(l_ij - M_i)` along its rows and `exp(l_ij - M_j)` along its columns.
+   The shifts are always the maxima of the entries seen, so sums never
+   underflow to 0 (gamma=256 and beyond), and a NaN entry makes its sums NaN
+   (XLA's max-reduction skips NaN; the sums do not).
+2. Backward: `K_ij = dL/ds_ij + dL/ds_ji = slope_ij * (a_i exp(l_ij - M_i) +
    a_j exp(l_ij - M_j))` with `a_i = g_i * Z_i / sum_i` (Eq. 9/10), which is
    symmetric, so `dE = K E` takes each panel once for its rows
    (`K_b E[start_b:]`) and once, transposed, for the rows right of it.
@@ -18,7 +25,9 @@ Only the panels (half of `S`) and per-anchor vectors are kept between the
 passes; no `(batch, batch)` matrix is ever formed. The panels of each pass
 run one after the other (control dependencies in a TensorFlow graph, data
 dependencies that XLA keeps, see `_zero`) so that the elementwise temporaries
-of one panel exist at a time.
+of one panel exist at a time, and the backward pass recomputes its logits
+(and slices of `E`) from the stored panels instead of keeping the forward
+pass's alive.
 
 `forward` returns the losses and the `PanelResiduals` (the panels and the
 per-anchor shifts, sums and `Z`); `backward` takes them (a custom VJP).
@@ -120,40 +129,34 @@ def _panel(labels, start, stop, panel, after):
     zero = _zero(after)
     labels = _ordered(labels + ops.cast(zero, labels.dtype), after)
     positive, negative = _masks(labels, start, stop)
-    return _ordered(panel, after), positive, negative, ops.cast(zero, panel.dtype)
+    zero = ops.cast(zero, panel.dtype)
+    # `+ zero` also on the panel: the forward and backward passes compute
+    # the same logits from it, which XLA would otherwise compute once and
+    # keep alive in between (two more panel-sized buffers per panel).
+    return _ordered(panel, after) + zero, positive, negative, zero
 
 
-def _pass(labels, spans, panels, per_panel, combine, fill):
-    """Per-anchor `(p, n)` vectors from `per_panel` over every panel, in order.
+def _reduced(row, column, start, stop, right, fill):
+    """Row reductions of a panel (and, if `right`, the column reductions of
+    the anchors after it) placed at their anchors, `fill` elsewhere."""
+    if right:
+        row = ops.concatenate([row, column[stop - start :]], 0)
+    return ops.pad(row, [(start, 0)], constant_values=fill)
 
-    `per_panel(start, stop, s, positive, negative, right, zero)` (see
-    `_panel`) returns, for each of the two sets, `(row_values,
-    column_values)`: reductions along the panel's rows (its anchors) and, if
-    `right`, along all its columns (else `None`). Of the column values only
-    those right of the diagonal block count (the anchors after the panel):
-    reducing whole columns and dropping the rest costs less than slicing the
-    panel. The values are placed at their anchors (`fill` elsewhere) and
-    combined over panels with `combine`.
-    """
-    totals, after = None, None
-    for (start, stop, right), panel in zip(spans, panels, strict=True):
-        s, positive, negative, zero = _panel(labels, start, stop, panel, after)
-        parts = []
-        for row, column in per_panel(start, stop, s, positive, negative, right, zero):
-            if right:
-                row = ops.concatenate([row, column[stop - start :]], 0)
-            parts.append(ops.pad(row, [(start, 0)], constant_values=fill))
-        totals = (
-            parts
-            if totals is None
-            else [combine(t, p) for t, p in zip(totals, parts, strict=True)]
-        )
-        after = totals
-    return totals
+
+def _selected(positive, values_p, values_n):
+    """`values_p` where `positive`, else `values_n` (broadcast to the panel)."""
+    return ops.where(positive, values_p, values_n)
 
 
 def forward(e, labels, logits, block_size):
     """Per-anchor `(losses, valid)` of `S = E E^T`, and the `PanelResiduals`.
+
+    One pass over the panels (an online log-sum-exp): each panel raises the
+    running maxima of the anchors it touches, rescales their running sums to
+    the new maxima and adds its own exponentials. Each entry is a positive, a
+    negative or the self-pair, so it needs one logit and one exponential per
+    anchor it serves (its row and, right of the diagonal block, its column).
 
     Args:
         e: L2-normalised embeddings `(batch_size, dim)`, no gradient.
@@ -168,38 +171,54 @@ def forward(e, labels, logits, block_size):
         ops.matmul(e[start:stop], ops.transpose(e[start:])) for start, stop, _ in spans
     ]
     neg_inf = float("-inf")
-
-    def maxima(start, stop, s, positive, negative, right, zero):
+    size = ops.shape(e)[0]
+    max_p = max_n = ops.full((size,), neg_inf, "float32")
+    sum_p = sum_n = ops.zeros((size,), "float32")
+    shift_p = shift_n = ops.zeros((size,), "float32")
+    after = None
+    for (start, stop, right), panel in zip(spans, panels, strict=True):
+        s, positive, negative, zero = _panel(labels, start, stop, panel, after)
         logit_p, logit_n = logits.values(s)
-        out = []
-        for values, mask in ((logit_p, positive), (logit_n, negative)):
+        values = _selected(positive, logit_p, logit_n)
+        new_max = []
+        for mask, running in ((positive, max_p), (negative, max_n)):
             masked = ops.where(mask, values, neg_inf)
             column = ops.max(masked, axis=0) if right else None
-            out.append((ops.max(masked, axis=1), column))
-        return out
-
-    max_p, max_n = _pass(labels, spans, panels, maxima, ops.maximum, neg_inf)
-    # Rows without entries of a set: any finite shift (their sum is 0).
-    shift_p = ops.where(ops.isfinite(max_p), max_p, 0.0)
-    shift_n = ops.where(ops.isfinite(max_n), max_n, 0.0)
-
-    def sums(start, stop, s, positive, negative, right, zero):
-        logit_p, logit_n = logits.values(s)
-        out = []
-        for values, mask, shift in (
-            (logit_p, positive, shift_p),
-            (logit_n, negative, shift_n),
-        ):
-            shift = shift + zero
-            rows = ops.exp(values - ops.expand_dims(shift[start:stop], 1))
+            panel_max = _reduced(
+                ops.max(masked, axis=1), column, start, stop, right, neg_inf
+            )
+            new_max.append(ops.maximum(running + zero, panel_max))
+        max_p, max_n = new_max
+        # Anchors without entries of a set so far: any finite shift (their
+        # sum is 0). A shift only grows: the old sums scale by at most 1.
+        new_p = ops.where(ops.isfinite(max_p), max_p, 0.0)
+        new_n = ops.where(ops.isfinite(max_n), max_n, 0.0)
+        sum_p = sum_p * ops.exp(ops.minimum(shift_p - new_p, 0.0))
+        sum_n = sum_n * ops.exp(ops.minimum(shift_n - new_n, 0.0))
+        shift_p, shift_n = new_p, new_n
+        rows = ops.exp(
+            values
+            - _selected(
+                positive,
+                ops.expand_dims(shift_p[start:stop], 1),
+                ops.expand_dims(shift_n[start:stop], 1),
+            )
+        )
+        columns = None
+        if right:
+            columns = ops.exp(
+                values
+                - _selected(positive, shift_p[None, start:], shift_n[None, start:])
+            )
+        parts = []
+        for mask in (positive, negative):
             column = None
             if right:
-                columns = ops.exp(values - shift[None, start:])
                 column = ops.sum(ops.where(mask, columns, 0.0), axis=0)
-            out.append((ops.sum(ops.where(mask, rows, 0.0), axis=1), column))
-        return out
-
-    sum_p, sum_n = _pass(labels, spans, panels, sums, ops.add, 0.0)
+            row = ops.sum(ops.where(mask, rows, 0.0), axis=1)
+            parts.append(_reduced(row, column, start, stop, right, 0.0))
+        sum_p, sum_n = sum_p + parts[0], sum_n + parts[1]
+        after = (sum_p, sum_n)
     valid = ops.logical_and(sum_p > 0, sum_n > 0)
     ones = ops.ones_like(sum_p)
     losses, z = similarity.pair_softplus(
@@ -218,36 +237,47 @@ def backward(residuals, logits, g):
     e, labels, spans, panels, shift_p, shift_n, sum_p, sum_n, z = residuals
     scale_p = g * z / ops.where(sum_p > 0, sum_p, 1.0)
     scale_n = g * z / ops.where(sum_n > 0, sum_n, 1.0)
-    rows_grad, later, after = [], {}, None
+    # The first panel waits for the upstream gradient (see `_panel`).
+    rows_grad, later, after = [], {}, scale_p
     for index, ((start, stop, right), panel) in enumerate(
         zip(spans, panels, strict=True)
     ):
         s, positive, negative, zero = _panel(labels, start, stop, panel, after)
-        values, slopes = logits.values_and_slopes(s)
-        k = None
-        for value, slope, scale, shift, mask in zip(
-            values,
-            slopes,
-            (scale_p, scale_n),
-            (shift_p, shift_n),
-            (positive, negative),
-            strict=True,
-        ):
-            # One set after the other: fewer panel-sized temporaries.
-            value = _ordered(value, k)
-            scale, shift = scale + zero, shift + zero
-            term = ops.expand_dims(scale[start:stop], 1) * ops.exp(
-                value - ops.expand_dims(shift[start:stop], 1)
+        (logit_p, logit_n), (slope_p, slope_n) = logits.values_and_slopes(s)
+        values = _selected(positive, logit_p, logit_n)
+        sp, sn = scale_p + zero, scale_n + zero
+        hp, hn = shift_p + zero, shift_n + zero
+        # Row i and column j of an entry are in the same set (the masks are
+        # symmetric): one exponential for each of the two anchors.
+        term = _selected(
+            positive,
+            ops.expand_dims(sp[start:stop], 1),
+            ops.expand_dims(sn[start:stop], 1),
+        ) * ops.exp(
+            values
+            - _selected(
+                positive,
+                ops.expand_dims(hp[start:stop], 1),
+                ops.expand_dims(hn[start:stop], 1),
             )
-            term = term + scale[None, start:] * ops.exp(value - shift[None, start:])
-            k = ops.where(mask, slope * term, 0.0 if k is None else k)
-        grad = ops.matmul(k, e[start:])
+        )
+        term = term + _selected(positive, sp[None, start:], sn[None, start:]) * ops.exp(
+            values - _selected(positive, hp[None, start:], hn[None, start:])
+        )
+        k = ops.where(
+            ops.logical_or(positive, negative),
+            _selected(positive, slope_p, slope_n) * term,
+            0.0,
+        )
+        # A fresh slice of `e` per panel: shared with the forward pass, XLA
+        # would keep every panel's slice alive from one pass to the other.
+        grad = ops.matmul(k, e[start:] + zero)
         if index in later:
             grad = grad + later.pop(index)
         if right:
             # The same entries as K[j, i], for the anchors after the panel
             # (the diagonal block's rows of K^T E_b are dropped).
-            tail = ops.einsum("ij,ik->jk", k, e[start:stop])[stop - start :]
+            tail = ops.einsum("ij,ik->jk", k, e[start:stop] + zero)[stop - start :]
             for after_index in range(index + 1, len(spans)):
                 lo, hi, _ = spans[after_index]
                 piece = tail[lo - stop : None if hi is None else hi - stop]
