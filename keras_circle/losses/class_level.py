@@ -59,6 +59,7 @@ def fused_margin_softmax_loss(labels, cosine, logits, names=("labels", "cosine")
     factor = _checks.combine(
         _checks.same_batch(labels, s, *names),
         _checks.labels_in_range(labels, num_classes, names[0]),
+        _checks.cosines_in_range(s, names[1]),
     )
     return class_kernel.margin_softmax(labels, s, logits, factor, names[1])
 
