@@ -190,3 +190,11 @@ def test_malformed_config_file_names_file_and_line(tmp_path, capsys):
     assert cli.main(["train", str(path), "--workdir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "line 2" in err
+
+
+def test_evaluate_refuses_reid_options_for_another_task(finished, capsys):
+    before = _snapshot(finished)
+    argv = ["evaluate", CONFIG, "--workdir", str(finished), "--set", "eval.rerank=true"]
+    assert cli.main(argv) == 2
+    assert "`eval.rerank` is a person re-ID option" in capsys.readouterr().err
+    assert _snapshot(finished) == before
