@@ -45,6 +45,10 @@ setup(
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
+        # The PyTorch backend (CI runs the backend-agnostic tests on it). On
+        # Linux, PyPI's torch is the CUDA build (about 3 GB with its nvidia-*
+        # packages); PyTorch's own index has the CPU build.
+        "torch": ["torch>=2.3"],
         # retrieval.clustering_scores (NMI, AMI) scores with scikit-learn.
         "clustering": ["scikit-learn>=1.4"],
         "dev": [
@@ -56,7 +60,7 @@ setup(
             "scikit-learn>=1.4",
             "pillow>=10",
         ],
-        # Everything but the benchmarks' PyTorch, JAX and the test tools.
+        # Everything but PyTorch, JAX and the test tools.
         "all": [
             *TENSORFLOW,
             "tf2onnx>=1.16",

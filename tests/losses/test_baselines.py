@@ -14,6 +14,7 @@ from keras_circle.losses import unified_pair_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 from tests.losses.test_class_level import make_cosine
 from tests.losses.test_pairwise import make_batch
 from tests.losses.test_pairwise import rel_diff
@@ -105,6 +106,7 @@ def test_triplet_equals_tfa_mean_on_pk_batches(rng):
     assert float(value) == pytest.approx(per_anchor.mean(), rel=1e-5)
 
 
+@NEEDS_XLA
 def test_xla_matches_eager(rng):
     labels, embeddings = make_batch(rng)
     cl, cosine = make_cosine(rng)

@@ -18,6 +18,7 @@ from keras_circle.testing import reference
 from keras_circle.testing.backend import value_and_grad
 from keras_circle.xbm import CrossBatchMemory
 from keras_circle.xbm import XBMCircleLoss
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -124,6 +125,7 @@ def _assert_nan(value, grad):
     assert np.all(np.isnan(grad)), "the gradient must be NaN, not finite-looking"
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", [*PAIR_LOSSES, *CLASS_LOSSES])
 def test_non_finite_input_gives_nan_loss_and_gradient_when_compiled(name):
     loss, x = _make(name)
@@ -137,6 +139,7 @@ def test_non_finite_input_gives_nan_loss_and_gradient_when_compiled(name):
         _assert_nan(*_compiled(name)(labels, x_bad))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", PAIR_LOSSES)
 def test_nan_wins_over_the_zero_loss_rule_when_compiled(name):
     """All-distinct labels: no valid anchor (0 by the rule), but a NaN input."""
@@ -148,6 +151,7 @@ def test_nan_wins_over_the_zero_loss_rule_when_compiled(name):
     _assert_nan(*_compiled(name)(distinct, x))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", [*PAIR_LOSSES, *CLASS_LOSSES])
 def test_fractional_labels_give_nan_when_compiled(name):
     labels = _labels(name)
@@ -155,6 +159,7 @@ def test_fractional_labels_give_nan_when_compiled(name):
     _assert_nan(*_compiled(name)(labels, _make(name)[1]))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", CLASS_LOSSES)
 def test_labels_out_of_range_give_nan_when_compiled(name):
     for shift in (2.0, -3.0):
