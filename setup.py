@@ -59,6 +59,10 @@ setup(
         "onnx": ["tf2onnx>=1.16", "onnx>=1.15", "onnxruntime>=1.17"],
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6"],
         "jax": ["jax>=0.4.30", "jaxlib>=0.4.30"],
+        # The PyTorch backend (CI runs the backend-agnostic tests on it). On
+        # Linux, PyPI's torch is the CUDA build (about 3 GB with its nvidia-*
+        # packages); PyTorch's own index has the CPU build.
+        "torch": ["torch>=2.3"],
         # retrieval.clustering_scores (NMI, AMI) scores with scikit-learn.
         "clustering": ["scikit-learn>=1.4"],
         "dev": [
@@ -70,8 +74,8 @@ setup(
             "scikit-learn>=1.4",
             "pillow>=10",
         ],
-        # Everything but the benchmarks' PyTorch, JAX, the test tools and the
-        # CPU-only TensorFlow (`tensorflow`: a GPU machine keeps its build).
+        # Everything but PyTorch, JAX, the test tools and the CPU-only
+        # TensorFlow (`tensorflow`: a GPU machine keeps its build).
         "all": [
             *TENSORFLOW,
             *HUB[:1],

@@ -58,6 +58,11 @@ def is_concrete(x):
         import jax
 
         return not isinstance(x, jax.core.Tracer)
+    if backend == "torch":
+        # Keras infers output shapes (`compute_output_spec`, the trainer's
+        # symbolic build) on tensors of PyTorch's "meta" device: shapes
+        # without values. A check read there would fail on made-up data.
+        return not getattr(x, "is_meta", False)
     return True
 
 

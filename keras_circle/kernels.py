@@ -180,7 +180,11 @@ def fused_pair_softplus(
                 ops.stop_gradient(e), labels, logits, block_size
             )
 
-            def grad(upstream):
+            def grad(*args, upstream=None):
+                # TensorFlow and JAX pass the upstream gradient alone;
+                # PyTorch passes the forward inputs, then `upstream=`.
+                if upstream is None:
+                    (upstream,) = args
                 return panels.backward(residuals, logits, upstream[:, 0])
 
             return _pack(losses, valid), grad
@@ -204,7 +208,9 @@ def fused_pair_softplus(
                 ref_valid,
             )
 
-            def grad(upstream):
+            def grad(*args, upstream=None):
+                if upstream is None:  # as in `symmetric` above
+                    (upstream,) = args
                 return general_backward(residuals, upstream[:, 0])
 
             return _pack(losses, valid), grad

@@ -86,6 +86,8 @@ def masked_softmax(logits, mask, axis=-1):
         weights with the shape of `logits` (0 outside `mask`), and a bool
         telling which rows had at least one masked entry.
     """
+    # NumPy input minus a PyTorch tensor fails (TensorFlow and JAX convert it).
+    logits = ops.convert_to_tensor(logits)
     nonempty = ops.any(mask, axis=axis)
     neg_inf = ops.cast(float("-inf"), logits.dtype)
     row_max = ops.max(ops.where(mask, logits, neg_inf), axis=axis, keepdims=True)

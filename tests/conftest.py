@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_circle.testing.backend import HAS_XLA  # noqa: E402
+
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0],
@@ -23,6 +25,12 @@ tf.config.set_logical_device_configuration(
 )
 
 BACKEND = keras.backend.backend()
+
+# Tests that compare XLA-compiled with eager results (`testing.backend.jit`).
+NEEDS_XLA = pytest.mark.skipif(
+    not HAS_XLA,
+    reason="no XLA on the PyTorch backend (torch.compile is another compiler)",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -226,3 +226,11 @@ def test_run_logs_diagnostics_to_csv_tensorboard_and_a_plot(finished, tmp_path):
         points, np.stack([history["mean_s_n"], history["mean_s_p"]], 1)
     )
     assert plot.read_bytes() == (tmp_path / "again.png").read_bytes()
+
+
+def test_evaluate_refuses_reid_options_for_another_task(finished, capsys):
+    before = _snapshot(finished)
+    argv = ["evaluate", CONFIG, "--workdir", str(finished), "--set", "eval.rerank=true"]
+    assert cli.main(argv) == 2
+    assert "`eval.rerank` is a person re-ID option" in capsys.readouterr().err
+    assert _snapshot(finished) == before

@@ -200,3 +200,19 @@ def test_loss_that_does_not_take_the_labels_is_rejected(loss):
 def test_choices_outside_the_literal_are_rejected(override, key):
     with pytest.raises(config_lib.ConfigError, match=f"`{key}` must be one of"):
         config_lib.load_config(ROOT / "configs/person_reid.json", [override])
+
+
+def test_flip_test_and_rerank_are_off_by_default_and_set_from_the_command_line():
+    config = config_lib.load_config(
+        ROOT / "configs/small/person_reid.json",
+        ["eval.flip_test=true", "eval.rerank=true"],
+    )
+    assert config.eval.flip_test and config.eval.rerank
+    default = config_lib.from_dict({"task": "person_reid"})
+    assert not default.eval.flip_test and not default.eval.rerank
+
+
+@pytest.mark.parametrize("key", ["flip_test", "rerank"])
+def test_reid_evaluation_options_are_rejected_for_other_tasks(key):
+    with pytest.raises(config_lib.ConfigError, match=f"`eval.{key}` is a person re-ID"):
+        config_lib.from_dict({"task": "face_recognition", "eval": {key: True}})

@@ -12,6 +12,7 @@ from keras_circle.losses.pairwise import pair_softplus_loss
 from keras_circle.testing.autodiff import pair_softplus_autodiff
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -69,7 +70,7 @@ def check(rng, logits, n_refs=None, self_index=None, block_size=None):
                 )
             else:
                 losses, _ = loss(labels, e, fn)
-            return keras.ops.sum(losses * upstream)
+            return keras.ops.sum(losses * keras.ops.convert_to_tensor(upstream))
 
         return value_and_grad(scalar, e, *refs)
 
@@ -150,6 +151,7 @@ def test_no_valid_anchor_gives_zero_gradient():
     assert value == 0 and np.all(grad == 0)
 
 
+@NEEDS_XLA
 def test_xla(rng):
     labels, e = batch(rng)
     fn = circle(128.0, 0.25, True)

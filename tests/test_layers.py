@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_circle
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -70,6 +71,7 @@ def test_huge_and_tiny_embeddings_give_the_same_cosines(rng, scale):
     np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
 
 
+@NEEDS_XLA
 def test_non_finite_embedding_gives_nan_cosines_when_compiled(rng):
     from keras_circle.testing.backend import jit
 

@@ -6,6 +6,7 @@ import pytest
 
 import keras_circle
 from keras_circle.testing import backend
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -116,6 +117,7 @@ def test_labels_out_of_range_are_rejected(rng):
             layer(e, labels=labels, training=True)
 
 
+@NEEDS_XLA
 def test_labels_out_of_range_give_nan_cosines_when_compiled(rng):
     layer = keras_circle.CosineProxies(5, sample_fraction=0.5, seed=0)
     e = rng.normal(size=(4, 3)).astype("float32")

@@ -1,9 +1,9 @@
 """Every command that README.md shows is run, here or by CI.
 
 The quick start's demo command runs as written. The test commands
-(`python -m pytest`, and the same under the JAX backend) are what `.ci/run`
-runs after installing; this test checks the two stay identical instead of
-starting the suite inside itself. Other `bash` blocks run as written, with
+(`python -m pytest`, and the backend-agnostic tests under the JAX and
+PyTorch backends) are what `.ci/run` runs after installing; this test checks
+the two stay identical instead of starting the suite inside itself. Other `bash` blocks run as written, with
 the benchmark scripts given small sizes (`QUICK_ARGS`, appended to the
 command: argparse takes the last value) so that CI stays within its budget.
 The glyph demo (`keras-circle demo --dataset glyphs`) runs on the tiny glyph
@@ -27,6 +27,7 @@ CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 TEST_COMMANDS = (
     "python -m pytest",
     "KERAS_BACKEND=jax python -m pytest -m backend_agnostic",
+    "KERAS_BACKEND=torch python -m pytest -m backend_agnostic",
 )
 
 

@@ -184,6 +184,13 @@ def validate(config):
     _check_ranges(config)
     _check_builtin_paths(config.data)
     backbones.check_backbone(config.model, config.data.image_size, config.data.channels)
+    for key in ("flip_test", "rerank"):
+        # Only the re-ID protocol reads them: elsewhere they would do nothing.
+        if getattr(config.eval, key) and config.task != "person_reid":
+            raise ConfigError(
+                f"`eval.{key}` is a person re-ID option; task {config.task!r} "
+                "does not use it."
+            )
     backup, steps = config.train.backup_every, config.train.steps_per_epoch
     if backup and steps and steps % backup:
         raise ConfigError(

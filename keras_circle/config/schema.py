@@ -190,6 +190,10 @@ class EvalConfig:
         plots: Write PNG plots.
         export_saved_model: Export a TF Serving SavedModel.
         export_onnx: Export an ONNX file.
+        flip_test: Person re-ID only: embed each test image as the mean of
+            its embedding and its mirror image's (fast-reid's flip test).
+        rerank: Person re-ID only: rank by k-reciprocal re-ranking (Zhong
+            et al. 2017; k1 20, k2 6, lambda 0.3).
     """
 
     ks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
@@ -197,6 +201,8 @@ class EvalConfig:
     plots: bool = True
     export_saved_model: bool = True
     export_onnx: bool = True
+    flip_test: bool = False
+    rerank: bool = False
 
 
 @dataclasses.dataclass

@@ -136,7 +136,7 @@ def sampled_margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cos
     s = ops.where(keep, s, ops.zeros_like(s))
     target_logits, other_logits = logits_fn(s)
     logits = ops.where(target, target_logits, other_logits)
-    logits = ops.where(keep, logits, ops.full_like(logits, float("-inf")))
+    logits = ops.where(keep, logits, float("-inf"))
     picked = ops.sum(ops.where(target, logits, ops.zeros_like(logits)), axis=-1)
     return _checks.poison(ops.logsumexp(logits, axis=-1) - picked, factor)
 

@@ -9,19 +9,29 @@ embedder with that same spec, so served embeddings equal evaluated ones.
 import json
 
 import numpy as np
+import tensorflow as tf
 
 from keras_circle.pipeline import models
 from keras_circle.pipeline.datasets import image_dataset
 
 
-def embed(embedder, items, task_data, batch_size):
+def embed(embedder, items, task_data, batch_size, flip=False):
     """Embeddings of test images (arrays, file paths or a TFDS source).
 
     Images go through `task_data.preprocessing`'s test-time path
     (`keras_circle.data.test_time_image`), the one the export serves.
+    With `flip` (flip test), each embedding is the mean of the embeddings
+    of the image and of its mirror image (width reversed), as fast-reid's
+    `TEST.FLIP.ENABLED` averages them; the metrics L2-normalise it. The
+    export serves the plain embedding.
     """
     ds = image_dataset(items, task_data.preprocess_test, batch_size)
-    return np.asarray(embedder.predict(ds, verbose=0), dtype=np.float32)
+    out = np.asarray(embedder.predict(ds, verbose=0), dtype=np.float32)
+    if flip:
+        # Batches are (batch, height, width, channels): axis 2 is the width.
+        mirrored = ds.map(lambda x: tf.reverse(x, axis=[2]))
+        out = (out + np.asarray(embedder.predict(mirrored, verbose=0), np.float32)) / 2
+    return out
 
 
 def plot_circle_boundary(config, embeddings, labels, plot_dir):

@@ -13,6 +13,7 @@ from keras_circle.losses import unified_pair_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 from tests.losses.test_class_level import make_cosine
 from tests.losses.test_pairwise import make_batch
 from tests.losses.test_pairwise import rel_diff
@@ -77,6 +78,7 @@ def test_unified_tends_to_hard_triplet(rng):
             assert actual[i] == pytest.approx(hard, abs=2e-3)
 
 
+@NEEDS_XLA
 def test_xla_matches_eager(rng):
     labels, embeddings = make_batch(rng)
     cl, cosine = make_cosine(rng)

@@ -11,6 +11,7 @@ from keras_circle.losses import class_circle_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 from tests.losses.test_pairwise import PAPER_SETTINGS
 from tests.losses.test_pairwise import rel_diff
 
@@ -101,6 +102,7 @@ def test_bad_inputs(rng):
         keras_circle.ClassCircleLoss(margin=1.5)
 
 
+@NEEDS_XLA
 def test_xla_matches_eager(rng):
     labels, cosine = make_cosine(rng)
     loss = keras_circle.ClassCircleLoss()

@@ -20,12 +20,18 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import keras_circle
+from keras_circle.testing.backend import HAS_XLA
 from tests.losses.memory_loss import MemoryThenLoss
 
 pytestmark = pytest.mark.backend_agnostic
 
 BACKEND = keras.backend.backend()
-MODES = ["eager", "jit"] + (["graph"] if BACKEND == "tensorflow" else [])
+# PyTorch has no XLA (`keras_circle.testing.backend.HAS_XLA`): eager only.
+MODES = (
+    ["eager"]
+    + (["jit"] if HAS_XLA else [])
+    + (["graph"] if BACKEND == "tensorflow" else [])
+)
 PAIR_BUCKETS = [(4, 3), (9, 5)]  # (batch, dim)
 CLASS_BUCKETS = [(4, 6), (9, 5)]  # (batch, num_classes)
 # Powers of two that keep x ~ N(0, 1) inside each dtype's normal range.
@@ -106,6 +112,13 @@ def _value_and_grad_fn(name, setting, dim, mode):
         def fn(labels, x):
             value, grad = step(x, labels)
             return np.asarray(value, "float32"), np.asarray(grad, "float32")
+
+    elif BACKEND == "torch":
+        from keras_circle.testing.backend import value_and_grad
+
+        def fn(labels, x):
+            value, (grad,) = value_and_grad(lambda x: loss(labels, x), x)
+            return value.astype("float32"), grad.astype("float32")
 
     else:
         import tensorflow as tf

@@ -11,6 +11,7 @@ from keras_circle.losses import pairwise_circle_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -189,6 +190,7 @@ def test_float_labels():
         keras_circle.CircleLoss()(np.array([0.0, 0.5, 1.0, 1.0]), embeddings)
 
 
+@NEEDS_XLA
 def test_xla_matches_eager(rng):
     labels, embeddings = make_batch(rng, batch=24)
     for loss in (keras_circle.CircleLoss(), keras_circle.CircleLoss(256.0, 0.25)):

@@ -17,6 +17,7 @@ from keras_circle.losses import triplet_loss
 from keras_circle.losses import unified_pair_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 from tests.losses.memory_loss import MemoryThenLoss
 
 pytestmark = pytest.mark.backend_agnostic
@@ -117,6 +118,7 @@ def _assert_nan(value, grad):
     assert np.all(np.isnan(grad)), "the gradient must be NaN, not finite-looking"
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", [*PAIR_LOSSES, *CLASS_LOSSES])
 def test_non_finite_input_gives_nan_loss_and_gradient_when_compiled(name):
     loss, x = _make(name)
@@ -130,6 +132,7 @@ def test_non_finite_input_gives_nan_loss_and_gradient_when_compiled(name):
         _assert_nan(*_compiled(name)(labels, x_bad))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", PAIR_LOSSES)
 def test_nan_wins_over_the_zero_loss_rule_when_compiled(name):
     """All-distinct labels: no valid anchor (0 by the rule), but a NaN input."""
@@ -141,6 +144,7 @@ def test_nan_wins_over_the_zero_loss_rule_when_compiled(name):
     _assert_nan(*_compiled(name)(distinct, x))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", [*PAIR_LOSSES, *CLASS_LOSSES])
 def test_fractional_labels_give_nan_when_compiled(name):
     labels = _labels(name)
@@ -148,6 +152,7 @@ def test_fractional_labels_give_nan_when_compiled(name):
     _assert_nan(*_compiled(name)(labels, _make(name)[1]))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", CLASS_LOSSES)
 def test_labels_out_of_range_give_nan_when_compiled(name):
     for shift in (2.0, -3.0):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_circle
+from tests.conftest import NEEDS_XLA
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -49,6 +50,7 @@ def test_fit_stays_finite(rng, policy, build):
     assert np.all(np.isfinite(losses)) and losses[-1] > 0
 
 
+@NEEDS_XLA
 def test_fit_with_jit_compile(rng):
     x, y = data(rng)
     model = embedder()
