@@ -90,9 +90,9 @@ def evaluate(config, embedder, task_data, plot_dir):
     q = evaluation.embed(embedder, q_images, task_data, ec.batch_size, ec.flip_test)
     g = evaluation.embed(embedder, g_images, task_data, ec.batch_size, ec.flip_test)
     metrics = retrieval.reid_metrics(
-        q, q_ids, q_cams, g, g_ids, g_cams, ranks=tuple(ec.ks), curve=True,
-        rerank=ec.rerank,
-    )
+        q, q_ids, q_cams, g, g_ids, g_cams,
+        ranks=tuple(ec.ks), curve=True, rerank=ec.rerank,
+    )  # fmt: skip
     curve = metrics.pop("cmc_curve")  # the plot's, too long for the report
     if config.eval.plots:
         plots.plot_cmc(curve, plot_dir / "cmc.png", title="CMC (query vs gallery)")
