@@ -70,7 +70,11 @@ def margin_softmax(labels, s, logits, factor=None, name="y_pred"):
         target_logit, _ = logits.values(picked[:, 0])
         losses = _checks.poison(shift + ops.log(total) - target_logit, poison)
 
-        def grad(upstream):
+        def grad(*args, upstream=None):
+            # TensorFlow and JAX pass the upstream gradient alone; PyTorch
+            # passes the forward inputs, then `upstream=`.
+            if upstream is None:
+                (upstream,) = args
             g = _checks.poison(upstream, poison)
             values, target = _logits(s, labels, logits)
             slope_target, slope_other = logits.slopes(s)

@@ -321,6 +321,7 @@ def test_rounding_above_one_is_accepted(name):
     assert np.isfinite(float(CLASS_LOSSES[name]()(LABELS % 5, cosine)))
 
 
+@NEEDS_XLA
 @pytest.mark.parametrize("name", CLASS_LOSSES)
 def test_values_outside_cosine_range_give_nan_when_compiled(name):
     _assert_nan(*_compiled(name)(_labels(name), _raw_embeddings()))
@@ -339,7 +340,9 @@ def test_values_outside_cosine_range_raise_in_a_plain_graph():
 def test_sampled_layout_skips_minus_inf_but_checks_the_rest():
     layer = keras_circle.CosineProxies(6, sample_fraction=0.5, seed=0)
     labels = np.array([0, 1, 2, 3])
-    cosine = np.array(layer(_embeddings()[:4], labels=labels, training=True))
+    cosine = keras.ops.convert_to_numpy(
+        layer(_embeddings()[:4], labels=labels, training=True)
+    )
     loss = keras_circle.ClassCircleLoss(sampled=True)
     assert np.isfinite(float(loss(labels, cosine)))
     cosine[0, 0] = 3.0

@@ -9,6 +9,7 @@ from keras_circle.losses import triplet_loss
 from keras_circle.testing import reference
 from keras_circle.testing.backend import jit
 from keras_circle.testing.backend import value_and_grad
+from tests.conftest import NEEDS_XLA
 from tests.losses.test_pairwise import make_batch
 
 pytestmark = pytest.mark.backend_agnostic
@@ -41,6 +42,7 @@ def test_triplet_equals_tfa_mean_on_pk_batches(rng):
     assert float(value) == pytest.approx(per_anchor.mean(), rel=1e-5)
 
 
+@NEEDS_XLA
 def test_xla_matches_eager(rng):
     labels, embeddings = make_batch(rng)
     for loss in (
