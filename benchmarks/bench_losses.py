@@ -374,7 +374,7 @@ def main():
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--sides", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1024, 4096, 8192])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=100_000)
     parser.add_argument("--fraction", type=float, default=0.1)
