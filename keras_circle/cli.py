@@ -72,7 +72,7 @@ def _add_demo(subparsers):
         "training characters and retrieves unseen ones (MAP@R, Recall@K, "
         "cross-typeface Recall@K against raw pixels, a PNG grid of "
         "neighbours from other typefaces); builds the glyph cache on first "
-        "use, or names the Debian font packages to install; about 5 minutes "
+        "use, or names the Debian font packages to install; about 3 minutes "
         "on 2 CPU cores.",
     )
     parser.add_argument(
