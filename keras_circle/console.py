@@ -5,7 +5,9 @@ demo take them the same way:
 
 - TensorFlow's C++ start-up lines (absl's "All log messages before
   absl::InitializeLog() ..." warning, oneDNN's notice, the CPU feature
-  guard) are written to file descriptor 2 while `tensorflow` is imported,
+  guard, and with the full `tensorflow` wheel on a machine without a GPU
+  the failed `cuInit` call of device discovery) are written to file
+  descriptor 2 while `tensorflow` is imported and its devices are listed,
   before `TF_CPP_MIN_LOG_LEVEL` or absl settings apply. `quiet_tensorflow()`
   imports TensorFlow with that descriptor captured, drops those known lines
   and passes every other line on, then leaves `TF_CPP_MIN_LOG_LEVEL=2` for
@@ -29,6 +31,8 @@ _STARTUP_NOISE = re.compile(
     r"Unable to register cu(DNN|FFT|BLAS) factory|"
     r"computation placer already registered|"
     r"Could not find cuda drivers|"
+    # The full `tensorflow` wheel on a machine without a GPU (or driver).
+    r"failed call to cuInit|"
     r"TF-TRT Warning"
 )
 
@@ -76,6 +80,10 @@ def quiet_tensorflow():
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow
+
+            # Device discovery happens on first use, after the import: the
+            # full `tensorflow` wheel reports a missing CUDA driver there.
+            tensorflow.config.list_physical_devices()
         finally:
             os.dup2(saved, 2)
             os.close(saved)

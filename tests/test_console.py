@@ -44,7 +44,7 @@ def test_train_writes_plain_lines_to_a_log_file(tmp_path):
         "--set", "train.epochs=1", "--set", "eval.export_onnx=false",
     )  # fmt: skip
     assert "\r" not in out and "\x1b" not in out and "\b" not in out
-    for noise in (*STARTUP, "shuffle=True", "Warning", "WARNING"):
+    for noise in (*STARTUP, "cuInit", "shuffle=True", "Warning", "WARNING"):
         assert noise not in out
     # Keras verbose=2: one line per round, then the summary.
     assert "Epoch 2/2" in out and "3/3 - " in out and "loss: " in out
