@@ -40,6 +40,21 @@ __all__ = [
 ]
 
 
+def _circle_axes(margin):
+    """A square figure with the Eq. 8 circle `s_n**2 + (s_p - 1)**2 = 2 m**2`."""
+    figure, axes = _axes((5.0, 5.0))
+    radius = np.sqrt(2.0) * margin
+    angle = np.linspace(0.0, 2.0 * np.pi, 400)
+    axes.plot(
+        radius * np.cos(angle),
+        1.0 + radius * np.sin(angle),
+        "k-",
+        lw=1.5,
+        label=f"Circle boundary (Eq. 8), m={margin:g}",
+    )
+    return figure, axes
+
+
 def pair_similarities(embeddings, labels, max_pairs=2000, *, mode="mean", seed=0):
     """Per-anchor positive and negative similarities `(s_p, s_n)` of a batch.
 
@@ -135,16 +150,7 @@ def plot_circle_boundary(
         sets = {"pairs": (s_p, s_n)}
     if not sets:
         raise ValueError("Pass at least one point set; got an empty dict.")
-    figure, axes = _axes((5.0, 5.0))
-    radius = np.sqrt(2.0) * margin
-    angle = np.linspace(0.0, 2.0 * np.pi, 400)
-    axes.plot(
-        radius * np.cos(angle),
-        1.0 + radius * np.sin(angle),
-        "k-",
-        lw=1.5,
-        label=f"Circle boundary (Eq. 8), m={margin:g}",
-    )
+    figure, axes = _circle_axes(margin)
     line = np.linspace(-1.0, 1.0, 2)
     axes.plot(
         line, line + margin, "k--", lw=1, alpha=0.6, label=f"s_p - s_n = {margin:g}"
@@ -341,16 +347,8 @@ def plot_similarity_trajectory(history, path, margin=0.4, *, title=None):
     runs = {"training": ""}
     if "val_mean_s_p" in history and "val_mean_s_n" in history:
         runs["validation"] = "val_"
-    figure, axes = _axes((5.0, 5.0))
+    figure, axes = _circle_axes(margin)
     radius = np.sqrt(2.0) * margin
-    angle = np.linspace(0.0, 2.0 * np.pi, 400)
-    axes.plot(
-        radius * np.cos(angle),
-        1.0 + radius * np.sin(angle),
-        "k-",
-        lw=1.5,
-        label=f"Circle boundary (Eq. 8), m={margin:g}",
-    )
     axes.plot([0.0], [1.0], "k*", ms=10, label="optimum (0, 1)")
     plotted, every = {}, [np.array([[-radius, 1.0 - radius], [radius, 1.0]])]
     for run, prefix in runs.items():
