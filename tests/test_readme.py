@@ -47,6 +47,7 @@ def quickstart():
 QUICK_ARGS = {
     "benchmarks/accuracy.py": "--trials 1",
     "benchmarks/bench_losses.py": "--quick --repeats 1",
+    "benchmarks/bench_losses_jax.py": "--quick",
     "benchmarks/bench_retrieval.py": "--sizes 3000",
     "benchmarks/bench_serving.py": "--arch small --repeats 1",
     "benchmarks/compare_losses.py": "--steps 3 --seeds 0",
