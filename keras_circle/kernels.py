@@ -23,6 +23,7 @@ timings see the Performance section of the README (`benchmarks/bench_losses.py`)
 
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 from keras_circle import panels
@@ -32,6 +33,39 @@ from keras_circle import similarity
 # efficient on CPU, small enough that a block's temporaries (16 MB each for
 # 512 rows of 8192 float32 references) stay small next to what is stored.
 DEFAULT_BLOCK_SIZE = 512
+# On a GPU the panels' kernels run one after the other and small panels leave
+# most of the chip idle: on an H200 (JAX, XLA, float32) 512-row panels took
+# 1.22x the floor at B=4096 and 0.98x at B=8192, 2048-row panels 0.98x and
+# 0.90x (`benchmarks/bench_losses_jax.py`, README Performance). Memory is what
+# a GPU has to spare here: the stored triangle grows by `B * rows / 2` floats.
+ACCELERATOR_BLOCK_SIZE = 2048
+
+
+def on_accelerator(x):
+    """Whether the backend will run the kernel on `x` on a GPU (or TPU)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # TensorFlow places matmuls on a visible GPU unless told otherwise.
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.device.type not in ("cpu", "meta")
+        # Keras converts other inputs to tensors on its default device.
+        return torch.cuda.is_available()
+    return False
+
+
+def default_block_size(x):
+    """`ACCELERATOR_BLOCK_SIZE` on a GPU, else `DEFAULT_BLOCK_SIZE`."""
+    return ACCELERATOR_BLOCK_SIZE if on_accelerator(x) else DEFAULT_BLOCK_SIZE
 
 
 class PairLogits:
@@ -145,7 +179,7 @@ def fused_pair_softplus(
     ref_labels=None,
     refs=None,
     self_index=None,
-    block_size=DEFAULT_BLOCK_SIZE,
+    block_size="auto",
     ref_valid=None,
 ):
     """`softplus(LSE_p + LSE_n)` per anchor with a hand-written gradient.
@@ -159,8 +193,8 @@ def fused_pair_softplus(
             one backward matmul). Defaults to `None`.
         self_index: Column of each anchor among the references, never a pair.
             Defaults to `arange(batch_size)` in the symmetric case, else none.
-        block_size: Anchor rows per forward block; `None` for one block.
-            Defaults to `DEFAULT_BLOCK_SIZE`.
+        block_size: Anchor rows per forward block (or panel); `None` for
+            one block. Defaults to `"auto"`: `default_block_size(anchors)`.
         ref_valid: Bool `(num_refs,)`: references that count, or `None` for
             all. Only with explicit `refs`.
 
@@ -169,6 +203,8 @@ def fused_pair_softplus(
         Labels get no gradient.
     """
     labels = ops.convert_to_tensor(labels)
+    if isinstance(block_size, str) and block_size == "auto":
+        block_size = default_block_size(anchors)
     # The forward passes run on stop-gradient views: an eager GradientTape
     # would otherwise record every elementwise op of them and keep all their
     # (batch, batch) inputs alive for a backward pass that is replaced here.

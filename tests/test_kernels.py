@@ -206,3 +206,25 @@ def test_symmetric_panels_of_a_batch_size_known_at_run_time(rng, n):
         assert rel_diff(grad, ref_grad) < 1e-5
     else:
         assert np.all(grad.numpy() == 0)
+
+
+def test_panel_rows_follow_the_device(monkeypatch):
+    """512-row panels on a CPU, 2048-row panels where a GPU runs the kernel
+    (small panels leave a GPU idle); an explicit block size wins."""
+    labels = keras.ops.convert_to_tensor(np.arange(6) // 2)
+    e = keras.ops.convert_to_tensor(np.ones((6, 4), "float32"))
+    seen = []
+    forward = kernels.panels.forward
+
+    def spy(e, labels, logits, block_size):
+        seen.append(block_size)
+        return forward(e, labels, logits, block_size)
+
+    monkeypatch.setattr(kernels.panels, "forward", spy)
+    logits = circle(80.0, 0.4, True)
+    assert not kernels.on_accelerator(e)  # this suite runs on CPUs
+    kernels.fused_pair_softplus(labels, e, logits)
+    monkeypatch.setattr(kernels, "on_accelerator", lambda x: True)
+    kernels.fused_pair_softplus(labels, e, logits)
+    kernels.fused_pair_softplus(labels, e, logits, block_size=3)
+    assert seen == [kernels.DEFAULT_BLOCK_SIZE, kernels.ACCELERATOR_BLOCK_SIZE, 3]
