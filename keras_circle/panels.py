@@ -69,6 +69,24 @@ def _zero(after):
     return ops.sum(ops.cast(ops.isnan(first), "int32"))
 
 
+def _compiled(fn, static):
+    """`fn` as one XLA program where TensorFlow would otherwise run it op by op.
+
+    In a plain TensorFlow graph (no XLA) each element-wise op of a panel is
+    its own kernel writing a panel-sized tensor; compiled, they fuse, while
+    the panels' matmuls stay TensorFlow's own (faster on CPUs than XLA's).
+    Only with a static batch size (XLA needs the panels' shapes); under XLA
+    already, or eagerly, or on other backends `fn` as is.
+    """
+    if not static or keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return fn
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
 # Panels when the batch size is only known at run time (a `fit` batch
 # dimension of `None`): this many, with bounds computed in the graph.
 DYNAMIC_PANELS = 8
@@ -149,34 +167,13 @@ def _selected(positive, values_p, values_n):
     return ops.where(positive, values_p, values_n)
 
 
-def forward(e, labels, logits, block_size):
-    """Per-anchor `(losses, valid)` of `S = E E^T`, and the `PanelResiduals`.
+def _forward_step(labels, logits, start, stop, right):
+    """One panel of the online log-sum-exp: the running maxima, sums and shifts
+    of the anchors it touches, updated."""
 
-    One pass over the panels (an online log-sum-exp): each panel raises the
-    running maxima of the anchors it touches, rescales their running sums to
-    the new maxima and adds its own exponentials. Each entry is a positive, a
-    negative or the self-pair, so it needs one logit and one exponential per
-    anchor it serves (its row and, right of the diagonal block, its column).
-
-    Args:
-        e: L2-normalised embeddings `(batch_size, dim)`, no gradient.
-        labels: Integer labels `(batch_size,)`.
-        logits: A `keras_circle.kernels.PairLogits`.
-        block_size: Rows per panel, or `None` for one panel holding all of
-            `S`. With a batch size unknown until run time, `DYNAMIC_PANELS`
-            panels of equal height.
-    """
-    spans = _spans(e.shape[0], block_size, ops.shape(e)[0])
-    panels = [
-        ops.matmul(e[start:stop], ops.transpose(e[start:])) for start, stop, _ in spans
-    ]
     neg_inf = float("-inf")
-    size = ops.shape(e)[0]
-    max_p = max_n = ops.full((size,), neg_inf, "float32")
-    sum_p = sum_n = ops.zeros((size,), "float32")
-    shift_p = shift_n = ops.zeros((size,), "float32")
-    after = None
-    for (start, stop, right), panel in zip(spans, panels, strict=True):
+
+    def step(panel, max_p, max_n, sum_p, sum_n, shift_p, shift_n, after):
         s, positive, negative, zero = _panel(labels, start, stop, panel, after)
         logit_p, logit_n = logits.values(s)
         values = _selected(positive, logit_p, logit_n)
@@ -218,6 +215,44 @@ def forward(e, labels, logits, block_size):
             row = ops.sum(ops.where(mask, rows, 0.0), axis=1)
             parts.append(_reduced(row, column, start, stop, right, 0.0))
         sum_p, sum_n = sum_p + parts[0], sum_n + parts[1]
+        return max_p, max_n, sum_p, sum_n, shift_p, shift_n
+
+    return step
+
+
+def forward(e, labels, logits, block_size):
+    """Per-anchor `(losses, valid)` of `S = E E^T`, and the `PanelResiduals`.
+
+    One pass over the panels (an online log-sum-exp): each panel raises the
+    running maxima of the anchors it touches, rescales their running sums to
+    the new maxima and adds its own exponentials. Each entry is a positive, a
+    negative or the self-pair, so it needs one logit and one exponential per
+    anchor it serves (its row and, right of the diagonal block, its column).
+
+    Args:
+        e: L2-normalised embeddings `(batch_size, dim)`, no gradient.
+        labels: Integer labels `(batch_size,)`.
+        logits: A `keras_circle.kernels.PairLogits`.
+        block_size: Rows per panel, or `None` for one panel holding all of
+            `S`. With a batch size unknown until run time, `DYNAMIC_PANELS`
+            panels of equal height.
+    """
+    spans = _spans(e.shape[0], block_size, ops.shape(e)[0])
+    panels = [
+        ops.matmul(e[start:stop], ops.transpose(e[start:])) for start, stop, _ in spans
+    ]
+    neg_inf = float("-inf")
+    size = ops.shape(e)[0]
+    max_p = max_n = ops.full((size,), neg_inf, "float32")
+    sum_p = sum_n = ops.zeros((size,), "float32")
+    shift_p = shift_n = ops.zeros((size,), "float32")
+    static = e.shape[0] is not None
+    after = None
+    for (start, stop, right), panel in zip(spans, panels, strict=True):
+        step = _compiled(_forward_step(labels, logits, start, stop, right), static)
+        max_p, max_n, sum_p, sum_n, shift_p, shift_n = step(
+            panel, max_p, max_n, sum_p, sum_n, shift_p, shift_n, after
+        )
         after = (sum_p, sum_n)
     valid = ops.logical_and(sum_p > 0, sum_n > 0)
     ones = ops.ones_like(sum_p)
@@ -232,16 +267,12 @@ def forward(e, labels, logits, block_size):
     return losses, valid, residuals
 
 
-def backward(residuals, logits, g):
-    """`dE = K E` for upstream gradients `g` of the per-anchor losses."""
-    e, labels, spans, panels, shift_p, shift_n, sum_p, sum_n, z = residuals
-    scale_p = g * z / ops.where(sum_p > 0, sum_p, 1.0)
-    scale_n = g * z / ops.where(sum_n > 0, sum_n, 1.0)
-    # The first panel waits for the upstream gradient (see `_panel`).
-    rows_grad, later, after = [], {}, scale_p
-    for index, ((start, stop, right), panel) in enumerate(
-        zip(spans, panels, strict=True)
-    ):
+def _backward_step(labels, logits, start, stop, right):
+    """`(K_diag, K_right, zero)` of one panel: `K_ij = dL/ds_ij + dL/ds_ji`
+    (see `backward`) on its diagonal block and right of it (`None` when the
+    panel has no columns right of its diagonal block)."""
+
+    def step(panel, scale_p, scale_n, shift_p, shift_n, after):
         s, positive, negative, zero = _panel(labels, start, stop, panel, after)
         (logit_p, logit_n), (slope_p, slope_n) = logits.values_and_slopes(s)
         values = _selected(positive, logit_p, logit_n)
@@ -269,15 +300,37 @@ def backward(residuals, logits, g):
             _selected(positive, slope_p, slope_n) * term,
             0.0,
         )
-        # A fresh slice of `e` per panel: shared with the forward pass, XLA
-        # would keep every panel's slice alive from one pass to the other.
-        grad = ops.matmul(k, e[start:] + zero)
+        if not right:
+            return k, None, zero
+        return k[:, : stop - start], k[:, stop - start :], zero
+
+    return step
+
+
+def backward(residuals, logits, g):
+    """`dE = K E` for upstream gradients `g` of the per-anchor losses."""
+    e, labels, spans, panels, shift_p, shift_n, sum_p, sum_n, z = residuals
+    scale_p = g * z / ops.where(sum_p > 0, sum_p, 1.0)
+    scale_n = g * z / ops.where(sum_n > 0, sum_n, 1.0)
+    static = e.shape[0] is not None
+    # The first panel waits for the upstream gradient (see `_panel`).
+    rows_grad, later, after = [], {}, scale_p
+    for index, ((start, stop, right), panel) in enumerate(
+        zip(spans, panels, strict=True)
+    ):
+        step = _compiled(_backward_step(labels, logits, start, stop, right), static)
+        k, k_right, zero = step(panel, scale_p, scale_n, shift_p, shift_n, after)
+        # Fresh slices of `e` per panel: shared with the forward pass, XLA
+        # would keep every panel's slices alive from one pass to the other.
+        e_rows = e[start:stop] + zero
+        grad = ops.matmul(k, e_rows)
         if index in later:
             grad = grad + later.pop(index)
         if right:
+            grad = grad + ops.matmul(k_right, e[stop:] + zero)
             # The same entries as K[j, i], for the anchors after the panel
-            # (the diagonal block's rows of K^T E_b are dropped).
-            tail = ops.einsum("ij,ik->jk", k, e[start:stop] + zero)[stop - start :]
+            # (the diagonal block is symmetric: counted once, above).
+            tail = ops.einsum("ij,ik->jk", k_right, e_rows)
             for after_index in range(index + 1, len(spans)):
                 lo, hi, _ = spans[after_index]
                 piece = tail[lo - stop : None if hi is None else hi - stop]
