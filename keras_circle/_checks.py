@@ -119,8 +119,12 @@ def check_value_explained(condition, explanations, values):
         if not tf.executing_eagerly():
 
             def explain():
-                asserts = [tf.debugging.Assert(c, [m]) for c, m in explanations()]
-                with tf.control_dependencies(asserts):
+                # Chained: the first failing check's message is the error.
+                check = tf.no_op()
+                for holds, message in explanations():
+                    with tf.control_dependencies([check]):
+                        check = tf.debugging.Assert(holds, [message])
+                with tf.control_dependencies([check]):
                     return tf.identity(condition)
 
             check = tf.cond(condition, lambda: tf.identity(condition), explain)
