@@ -91,6 +91,48 @@ def check_value(condition, message, values):
     return factor
 
 
+def check_value_explained(condition, explanations, values):
+    """`check_value` for a condition that several faults can break, each with
+    its own message, told apart only when it fails.
+
+    A fused kernel folds several checks into one pass (a row maximum that
+    comes out `+inf`); `explanations()` builds the `(condition, message)`
+    pairs of the separate checks, in the order their messages win. They run
+    eagerly only after `condition` failed, and in a TensorFlow graph inside a
+    branch taken only then, so a passing check costs no extra pass.
+
+    Returns:
+        `None` when the values were concrete (checked here), else the poison
+        factor of `condition`.
+    """
+    if all(is_concrete(v) for v in values):
+        if not bool(ops.convert_to_numpy(condition)):
+            for holds, message in explanations():
+                if not bool(ops.convert_to_numpy(holds)):
+                    raise ValueError(message)
+            raise ValueError(explanations()[-1][1])
+        return None
+    factor = ops.where(condition, 1.0, float("nan"))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+
+            def explain():
+                # Chained: the first failing check's message is the error.
+                check = tf.no_op()
+                for holds, message in explanations():
+                    with tf.control_dependencies([check]):
+                        check = tf.debugging.Assert(holds, [message])
+                with tf.control_dependencies([check]):
+                    return tf.identity(condition)
+
+            check = tf.cond(condition, lambda: tf.identity(condition), explain)
+            with tf.control_dependencies([check]):
+                factor = tf.identity(factor)
+    return factor
+
+
 def combine(*factors):
     """The product of the poison factors that are not `None` (or `None`)."""
     factors = [f for f in factors if f is not None]
@@ -310,6 +352,18 @@ def labels_in_range(labels, num_classes, name="y_true", what=None):
 COSINE_TOLERANCE = 1e-2
 
 
+def cosine_range_message(name, largest=None):
+    """The error of `cosines_in_range`: the argument, what it got (the
+    largest magnitude when known) and what it needs."""
+    got = "" if largest is None else f" (largest magnitude {largest:.4g})"
+    return (
+        f"`{name}` holds values outside [-1, 1]{got}: expected cosine "
+        "similarities in [-1, 1], the output of `keras_circle.CosineProxies` "
+        "(which normalises the embeddings and the class proxies); raw "
+        "embeddings or logits are not cosines."
+    )
+
+
 def cosines_in_range(cosine, name="y_pred", skipped=None):
     """Checks that `cosine` holds cosines: every value in `[-1, 1]` up to rounding.
 
@@ -331,22 +385,14 @@ def cosines_in_range(cosine, name="y_pred", skipped=None):
         magnitude = ops.where(skipped, ops.zeros_like(magnitude), magnitude)
     # NaN and inf are the finiteness check's to report.
     magnitude = ops.where(ops.isfinite(magnitude), magnitude, ops.zeros_like(magnitude))
-    expected = (
-        "expected cosine similarities in [-1, 1], the output of "
-        "`keras_circle.CosineProxies` (which normalises the embeddings and the "
-        "class proxies); raw embeddings or logits are not cosines"
-    )
     if is_concrete(cosine):
         values = ops.convert_to_numpy(magnitude)
         largest = float(values.max()) if values.size else 0.0
         if largest > 1.0 + COSINE_TOLERANCE:
-            raise ValueError(
-                f"`{name}` holds values outside [-1, 1] (largest magnitude "
-                f"{largest:.4g}): {expected}."
-            )
+            raise ValueError(cosine_range_message(name, largest))
         return None
     return check_value(
         ops.all(ops.less_equal(magnitude, 1.0 + COSINE_TOLERANCE)),
-        f"`{name}` holds values outside [-1, 1]: {expected}.",
+        cosine_range_message(name),
         [cosine],
     )

@@ -131,7 +131,7 @@ class CosineProxies(keras.layers.Layer):
         inputs = similarity.l2_normalize(ops.cast(inputs, "float32"))
         proxies = ops.cast(self.proxies, "float32")
         if labels is None:
-            return ops.matmul(inputs, ops.transpose(similarity.l2_normalize(proxies)))
+            return ops.matmul(inputs, ops.transpose(similarity.normalize_rows(proxies)))
         labels, factor = self._checked_labels(labels, inputs)
         batch = ops.shape(labels)[0]
         present = ops.scatter(
@@ -151,7 +151,7 @@ class CosineProxies(keras.layers.Layer):
             drawn = ops.cast(drawn, "int32")
         columns = ops.concatenate([labels, drawn], axis=0)
         # A gather of the proxies: only these rows get a (sparse) gradient.
-        gathered = similarity.l2_normalize(ops.take(proxies, columns, axis=0))
+        gathered = similarity.normalize_rows(ops.take(proxies, columns, axis=0))
         cosine = ops.matmul(inputs, ops.transpose(gathered))
         index = ops.arange(batch, dtype="int32")
         same = ops.equal(labels[:, None], labels[None, :])

@@ -2,9 +2,28 @@
 
 from keras import ops
 
+from keras_circle import fusion
+
 # Norms below this are treated as this, so a zero embedding maps to zero
 # instead of NaN (and keeps a finite gradient).
 _NORM_EPSILON = 1e-12
+
+
+def _rescale_divisor(x, squared, axis):
+    """What `l2_normalize` divides a row by before normalising it: its
+    largest magnitude where its squared norm overflows or underflows (and the
+    row is finite and not zero), else 1."""
+    direct = ops.logical_and(
+        ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
+    )
+    largest = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
+    # Zero rows stay zero (nothing to rescale). Rows with NaN or inf come out
+    # NaN whether rescaled or not (XLA's max may skip a NaN).
+    rescale = ops.logical_and(
+        ops.logical_not(direct),
+        ops.logical_and(ops.isfinite(largest), ops.greater(largest, 0)),
+    )
+    return ops.where(rescale, largest, ops.ones_like(largest))
 
 
 def l2_normalize(x, axis=-1):
@@ -18,19 +37,65 @@ def l2_normalize(x, axis=-1):
     A non-finite row gives NaN.
     """
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    direct = ops.logical_and(
-        ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
-    )
-    largest = ops.stop_gradient(ops.max(ops.abs(x), axis=axis, keepdims=True))
-    # Zero rows stay zero (nothing to rescale). Rows with NaN or inf come out
-    # NaN whether rescaled or not (XLA's max may skip a NaN).
-    rescale = ops.logical_and(
-        ops.logical_not(direct),
-        ops.logical_and(ops.isfinite(largest), ops.greater(largest, 0)),
-    )
-    x = x / ops.where(rescale, largest, ops.ones_like(largest))
+    x = x / _rescale_divisor(x, squared, axis)
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(squared, _NORM_EPSILON**2))
+
+
+def normalize_rows(x):
+    """`l2_normalize(x)` of a matrix's rows, with a hand-written gradient.
+
+    For a large matrix (the `(num_classes, dim)` proxies of
+    `keras_circle.CosineProxies`): autodiff of `l2_normalize` keeps several
+    temporaries of the matrix's size and the rescaling of huge and tiny rows
+    costs a pass of its own. Here the rescaling runs only when some row needs
+    it, and the backward pass is the projection
+    `dx = (dy - y * sum(dy * y)) / norm(x)`, two reads of the matrix. Same
+    values and, up to rounding, the same gradients as `l2_normalize`.
+    """
+    x = ops.convert_to_tensor(x)
+
+    def forward(x):
+        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+        direct = ops.logical_and(
+            ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
+        )
+
+        def rescaled():
+            divisor = _rescale_divisor(x, squared, -1)
+            return ops.sum(ops.square(x / divisor), axis=-1, keepdims=True), divisor
+
+        # Every row of a trained matrix has a norm in range: the rescaling
+        # (a max over the matrix, a division) is skipped. Only per-row
+        # values leave the branch (a branch returning the matrix copies it).
+        squared, divisor = ops.cond(
+            ops.all(direct), lambda: (squared, ops.ones_like(squared)), rescaled
+        )
+        scale = ops.rsqrt(ops.maximum(squared, _NORM_EPSILON**2)) / divisor
+        return x * scale, scale
+
+    def backward(upstream, y, scale):
+        # A zero row (squared norm clamped) has y = 0: dx = dy / 1e-12, as
+        # autodiff of the clamp gives.
+        along = ops.sum(upstream * y, axis=-1, keepdims=True)
+        return (upstream - y * along) * scale
+
+    forward, backward = fusion.fuse(forward), fusion.fuse(backward)
+
+    @ops.custom_gradient
+    def fused(x):
+        y, scale = forward(ops.stop_gradient(x))
+
+        def grad(*args, upstream=None):
+            # TensorFlow and JAX pass the upstream gradient alone; PyTorch
+            # passes the forward inputs, then `upstream=`.
+            if upstream is None:
+                (upstream,) = args
+            return backward(upstream, y, scale)
+
+        return y, grad
+
+    return fused(x)
 
 
 def cosine_similarity(a, b):

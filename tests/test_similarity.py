@@ -143,3 +143,52 @@ def test_masked_logsumexp_gradient_is_masked_softmax(rng):
             expected[i] = weights / weights.sum()
     # The empty row reads zero, and finite, gradients.
     np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+def _normalize_rows_cases(rng):
+    x = rng.standard_normal((6, 5)).astype("float32")
+    x[1] *= 1e30  # squared norm overflows: rescaled first
+    x[2] *= 1e-30  # squared norm underflows: rescaled first
+    x[3] = 0.0  # stays zero, finite gradient
+    weights = rng.standard_normal((6, 5)).astype("float32")
+    return x, weights
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_normalize_rows_matches_l2_normalize_values_and_gradients(rng, mode):
+    """The hand-written gradient of `normalize_rows` (the proxies of
+    `CosineProxies`) is autodiff's of `l2_normalize`, rescaled rows included,
+    eagerly, in a plain TensorFlow graph (its XLA clusters) and under XLA."""
+    from keras_circle.testing.backend import HAS_XLA
+    from keras_circle.testing.backend import jit
+
+    x, weights = _normalize_rows_cases(rng)
+    backend = keras.backend.backend()
+    if mode == "graph" and backend != "tensorflow":
+        pytest.skip("TensorFlow graphs")
+    if mode == "xla" and not HAS_XLA:
+        pytest.skip("no XLA on this backend")
+
+    def objective(normalize):
+        def fn(t):
+            return keras.ops.sum(normalize(t) * weights)
+
+        if mode == "graph":
+            import tensorflow as tf
+
+            return tf.function(fn)
+        return jit(fn) if mode == "xla" else fn
+
+    value, (grad,) = value_and_grad(objective(similarity.normalize_rows), x)
+    ref_value, (ref_grad,) = value_and_grad(objective(similarity.l2_normalize), x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    np.testing.assert_allclose(
+        grad, ref_grad, rtol=1e-5, atol=1e-6 * np.abs(ref_grad).max()
+    )
+    y = _np(similarity.normalize_rows(x))
+    np.testing.assert_allclose(
+        y,
+        _reference_normalize(x / np.abs(x).max(1, keepdims=True).clip(1e-45)),
+        atol=1e-6,
+    )
+    assert np.isfinite(grad).all()

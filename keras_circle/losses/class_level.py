@@ -59,9 +59,14 @@ def fused_margin_softmax_loss(labels, cosine, logits, names=("labels", "cosine")
     factor = _checks.combine(
         _checks.same_batch(labels, s, *names),
         _checks.labels_in_range(labels, num_classes, names[0]),
-        _checks.cosines_in_range(s, names[1]),
     )
-    return class_kernel.margin_softmax(labels, s, logits, factor, names[1])
+    if _checks.is_concrete(s):
+        # Eagerly the error can name the largest magnitude it found.
+        _checks.cosines_in_range(s, names[1])
+    # Traced, the range check rides on the kernel's row-maximum pass instead
+    # of a pass of its own over the `(batch_size, num_classes)` cosines.
+    bound = 1.0 + _checks.COSINE_TOLERANCE
+    return class_kernel.margin_softmax(labels, s, logits, factor, names[1], bound)
 
 
 def sampled_margin_softmax_loss(labels, cosine, logits_fn, names=("labels", "cosine")):

@@ -348,3 +348,24 @@ def test_sampled_layout_skips_minus_inf_but_checks_the_rest():
     cosine[0, 0] = 3.0
     with pytest.raises(ValueError, match="outside"):
         loss(labels, cosine)
+
+
+@TF_ONLY
+def test_plain_graph_tells_out_of_range_cosines_from_non_finite_ones():
+    """One flag in the kernel's row-maximum pass serves both checks; the
+    message is worked out after it fails, and names the fault there is."""
+    import tensorflow as tf
+
+    loss = keras_circle.ClassCircleLoss()
+    step = tf.function(lambda y, s: loss(y, s))
+    labels = tf.constant(LABELS % 5)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        step(labels, tf.constant(_raw_embeddings()))
+    assert "outside [-1, 1]" in str(error.value) and "NaN" not in str(error.value)
+    cosine = _cosine()
+    cosine[2, 1] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        step(labels, tf.constant(cosine))
+    assert "y_pred` contains NaN or infinite" in str(error.value)
+    assert "outside" not in str(error.value)
+    assert np.isfinite(float(step(labels, tf.constant(_cosine()))))

@@ -1,0 +1,36 @@
+"""TensorFlow only (a no-op elsewhere): element-wise stages as XLA clusters.
+
+A plain TensorFlow graph runs each element-wise op as a pass of its own over
+its operands, with a temporary for each result: over the `(batch_size,
+num_classes)` cosines of a class-level loss (200 MB at 512 x 100,000) that is
+a dozen passes where XLA fuses them into one or two. Compiling the whole step
+with XLA fuses them too, but XLA's CPU matmuls ran about 10% slower than
+TensorFlow's own (oneDNN) in `benchmarks/bench_losses.py`, and the class-level
+step is mostly matmuls. `fuse(fn)` compiles just an element-wise stage, so a
+plain graph gets both: TensorFlow's matmuls and XLA's fused passes. Inside a
+step that is compiled already it is inlined; run eagerly, or on another
+backend (JAX compiles the whole step; PyTorch runs eagerly), `fn` runs as is.
+"""
+
+import keras
+
+
+def fuse(fn):
+    """`fn` as one XLA cluster when traced into a TensorFlow graph, else `fn`.
+
+    `fn` takes tensors and returns a tensor or a tuple of tensors; it must not
+    hold checks that raise (XLA drops assertions): run those outside on its
+    results.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    compiled = tf.function(fn, jit_compile=True, autograph=False)
+
+    def call(*args):
+        if tf.executing_eagerly():
+            return fn(*args)
+        return compiled(*args)
+
+    return call
