@@ -38,6 +38,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_circle import fusion
 from keras_circle import similarity
 
 
@@ -70,21 +71,9 @@ def _zero(after):
 
 
 def _compiled(fn, static):
-    """`fn` as one XLA program where TensorFlow would otherwise run it op by op.
-
-    In a plain TensorFlow graph (no XLA) each element-wise op of a panel is
-    its own kernel writing a panel-sized tensor; compiled, they fuse, while
-    the panels' matmuls stay TensorFlow's own (faster on CPUs than XLA's).
-    Only with a static batch size (XLA needs the panels' shapes); under XLA
-    already, or eagerly, or on other backends `fn` as is.
-    """
-    if not static or keras.backend.backend() != "tensorflow":
-        return fn
-    import tensorflow as tf
-
-    if tf.executing_eagerly():
-        return fn
-    return tf.function(fn, jit_compile=True, autograph=False)
+    """`fn` as one XLA cluster in a plain TensorFlow graph (`keras_circle.fusion`),
+    with a static batch size only: XLA needs the panels' shapes."""
+    return fusion.fuse(fn) if static else fn
 
 
 # Panels when the batch size is only known at run time (a `fit` batch
