@@ -205,10 +205,16 @@ def _interleaved(args):
     for step in steps.values():  # compile and warm up
         step()
         step()
+    return interleaved_medians(steps, args.rounds)
+
+
+def interleaved_medians(steps, rounds):
+    """`{name: median seconds}` of the callables `steps`, each run once per
+    round in a fresh random order (seeded), so that they share the load."""
     times = {name: [] for name in steps}
     order = list(steps)
     shuffle = random.Random(0).shuffle
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         shuffle(order)
         for name in order:
             start = time.perf_counter()

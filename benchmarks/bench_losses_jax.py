@@ -33,16 +33,16 @@ import json
 import os
 import pathlib
 import platform
-import random
-import statistics
 import subprocess
 import sys
-import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_losses import interleaved_medians  # noqa: E402
 
 PAIR_SIDES = ("floor", "ours", "keras")
 CLASS_SIDES = ("class_floor", "class_ours", "class_sampled")
@@ -153,16 +153,8 @@ def _interleaved(sides, batch, args):
                 steps.pop((side, xla), None)
                 entry = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
             results.setdefault(side, {})[xla] = entry
-    order, times = list(steps), {key: [] for key in steps}
-    shuffle = random.Random(0).shuffle
-    for _ in range(args.rounds):
-        shuffle(order)
-        for key in order:
-            start = time.perf_counter()
-            steps[key]()
-            times[key].append(time.perf_counter() - start)
-    for (side, xla), t in times.items():
-        results[side][xla]["seconds"] = statistics.median(t)
+    for (side, xla), seconds in interleaved_medians(steps, args.rounds).items():
+        results[side][xla]["seconds"] = seconds
     return results
 
 
