@@ -169,9 +169,11 @@ def test_normalize_rows_matches_l2_normalize_values_and_gradients(rng, mode):
     if mode == "xla" and not HAS_XLA:
         pytest.skip("no XLA on this backend")
 
+    weights = keras.ops.convert_to_tensor(weights)
+
     def objective(normalize):
         def fn(t):
-            return keras.ops.sum(normalize(t) * weights)
+            return keras.ops.sum(keras.ops.multiply(normalize(t), weights))
 
         if mode == "graph":
             import tensorflow as tf
