@@ -6,9 +6,9 @@ target mask and the alpha weights alive for the backward pass, and each of
 them is a pass over the `B x C` matrix (100,000 classes: 200 MB per pass at a
 batch of 512). Here the gradient is written by hand: the forward pass reads
 the cosines twice (row maxima, then the shifted sums; the finiteness check of
-the cosines and, with `bound`, their range check ride on the first), and the backward pass is one elementwise
-pass, `dL/ds = g * slope * (softmax - target)`, that the two matmuls of the
-proxies layer then read.
+the cosines and, with `bound`, their range check ride on the first), and the
+backward pass is one elementwise pass, `dL/ds = g * slope * (softmax -
+target)`, that the two matmuls of the proxies layer then read.
 """
 
 from keras import ops
