@@ -259,39 +259,52 @@ def forward(e, labels, logits, block_size):
 def _backward_step(labels, logits, start, stop, right):
     """`(K_diag, K_right, zero)` of one panel: `K_ij = dL/ds_ij + dL/ds_ji`
     (see `backward`) on its diagonal block and right of it (`None` when the
-    panel has no columns right of its diagonal block)."""
+    panel has no columns right of its diagonal block).
 
-    def step(panel, scale_p, scale_n, shift_p, shift_n, after):
-        s, positive, negative, zero = _panel(labels, start, stop, panel, after)
+    The two blocks are computed apart, each from its own columns of the
+    panel: slicing one `K` would write it out twice (a copy per block).
+    """
+
+    def block(s, positive, negative, row, column):
+        """`K` of the entries `s`, given the per-anchor `(scale_p, scale_n,
+        shift_p, shift_n)` of their rows and of their columns."""
         (logit_p, logit_n), (slope_p, slope_n) = logits.values_and_slopes(s)
         values = _selected(positive, logit_p, logit_n)
-        sp, sn = scale_p + zero, scale_n + zero
-        hp, hn = shift_p + zero, shift_n + zero
+        sp_row, sn_row, hp_row, hn_row = row
+        sp_col, sn_col, hp_col, hn_col = column
         # Row i and column j of an entry are in the same set (the masks are
         # symmetric): one exponential for each of the two anchors.
-        term = _selected(
-            positive,
-            ops.expand_dims(sp[start:stop], 1),
-            ops.expand_dims(sn[start:stop], 1),
-        ) * ops.exp(
-            values
-            - _selected(
-                positive,
-                ops.expand_dims(hp[start:stop], 1),
-                ops.expand_dims(hn[start:stop], 1),
-            )
+        term = _selected(positive, sp_row, sn_row) * ops.exp(
+            values - _selected(positive, hp_row, hn_row)
+        ) + _selected(positive, sp_col, sn_col) * ops.exp(
+            values - _selected(positive, hp_col, hn_col)
         )
-        term = term + _selected(positive, sp[None, start:], sn[None, start:]) * ops.exp(
-            values - _selected(positive, hp[None, start:], hn[None, start:])
-        )
-        k = ops.where(
+        return ops.where(
             ops.logical_or(positive, negative),
             _selected(positive, slope_p, slope_n) * term,
             0.0,
         )
+
+    def step(panel, scale_p, scale_n, shift_p, shift_n, after):
+        s, positive, negative, zero = _panel(labels, start, stop, panel, after)
+        vectors = [v + zero for v in (scale_p, scale_n, shift_p, shift_n)]
+        row = tuple(ops.expand_dims(v[start:stop], 1) for v in vectors)
+
+        def column(lo, hi):
+            return tuple(v[None, lo:hi] for v in vectors)
+
         if not right:
+            k = block(s, positive, negative, row, column(start, None))
             return k, None, zero
-        return k[:, : stop - start], k[:, stop - start :], zero
+        width = stop - start
+        k_diag, k_right = (
+            block(s[:, cols], positive[:, cols], negative[:, cols], row, column(*at))
+            for cols, at in (
+                (slice(None, width), (start, stop)),
+                (slice(width, None), (stop, None)),
+            )
+        )
+        return k_diag, k_right, zero
 
     return step
 
