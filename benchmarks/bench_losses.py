@@ -121,35 +121,40 @@ def _tf_setup(args):
 
 
 def _tf_step(args, case, xla, keras_circle):
-    """A compiled step returning the loss and its gradient, as numpy."""
+    """A compiled step returning the loss and its gradient, as numpy.
+
+    The labels are an argument of the step, as in `fit`: a constant would
+    let XLA fold every label mask into the program (megabytes of constants
+    per panel at B=8192, and compile memory to match).
+    """
     import keras
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     e = tf.Variable(rng.normal(size=(args.batch, args.dim)).astype("float32"))
-    labels = tf.constant(_labels(rng, args.batch))
+    batch_labels = tf.constant(_labels(rng, args.batch))
     variables = [e]
     if case == "floor":
 
-        def loss_fn():
+        def loss_fn(_):
             return tf.reduce_sum(tf.matmul(e, e, transpose_b=True))
 
     elif case in ("ours", "ours_before"):
         circle = keras_circle.CircleLoss(gamma=80.0, margin=0.4)
 
-        def loss_fn():
+        def loss_fn(labels):
             return circle(labels, e)
 
     elif case == "keras":
         circle = keras.losses.Circle(gamma=80.0, margin=0.4)
 
-        def loss_fn():
+        def loss_fn(labels):
             # Its documentation asks for L2-normalised embeddings.
             return circle(labels, tf.math.l2_normalize(e, axis=1))
 
     else:
-        labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
+        batch_labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
         proxies = keras_circle.CosineProxies(
             args.classes,
             sample_fraction=args.fraction if case == "class_sampled" else None,
@@ -160,26 +165,26 @@ def _tf_step(args, case, xla, keras_circle):
         loss = keras_circle.ClassCircleLoss(sampled=case == "class_sampled")
         if case == "class_floor":
 
-            def loss_fn():
+            def loss_fn(_):
                 return tf.reduce_sum(tf.matmul(e, w, transpose_b=True))
 
         elif case == "class_ours":
 
-            def loss_fn():
+            def loss_fn(labels):
                 return loss(labels, proxies(e))
 
         else:
 
-            def loss_fn():
+            def loss_fn(labels):
                 return loss(labels, proxies(e, labels=labels, training=True))
 
     @tf.function(jit_compile=bool(xla))
-    def step():
+    def step(labels):
         with tf.GradientTape() as tape:
-            value = loss_fn()
+            value = loss_fn(labels)
         return value, tape.gradient(value, variables)
 
-    return lambda: tf.nest.map_structure(np.asarray, step())
+    return lambda: tf.nest.map_structure(np.asarray, step(batch_labels))
 
 
 def _tf_case(args):

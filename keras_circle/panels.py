@@ -143,11 +143,11 @@ def _panel(labels, start, stop, panel, after):
     return _ordered(panel, after) + zero, positive, negative, zero
 
 
-def _reduced(row, column, start, stop, right, fill):
-    """Row reductions of a panel (and, if `right`, the column reductions of
-    the anchors after it) placed at their anchors, `fill` elsewhere."""
-    if right:
-        row = ops.concatenate([row, column[stop - start :]], 0)
+def _reduced(row, column, start, fill):
+    """Row reductions of a panel (and the column reductions of the anchors
+    after it, `column`, or `None`) placed at their anchors, `fill` elsewhere."""
+    if column is not None:
+        row = ops.concatenate([row, column], 0)
     return ops.pad(row, [(start, 0)], constant_values=fill)
 
 
@@ -166,13 +166,14 @@ def _forward_step(labels, logits, start, stop, right):
         s, positive, negative, zero = _panel(labels, start, stop, panel, after)
         logit_p, logit_n = logits.values(s)
         values = _selected(positive, logit_p, logit_n)
+        # Column reductions only right of the diagonal block: its own columns
+        # are anchors of the panel, served by their rows.
+        width = stop - start if right else None
         new_max = []
         for mask, running in ((positive, max_p), (negative, max_n)):
             masked = ops.where(mask, values, neg_inf)
-            column = ops.max(masked, axis=0) if right else None
-            panel_max = _reduced(
-                ops.max(masked, axis=1), column, start, stop, right, neg_inf
-            )
+            column = ops.max(masked[:, width:], axis=0) if right else None
+            panel_max = _reduced(ops.max(masked, axis=1), column, start, neg_inf)
             new_max.append(ops.maximum(running + zero, panel_max))
         max_p, max_n = new_max
         # Anchors without entries of a set so far: any finite shift (their
@@ -193,16 +194,18 @@ def _forward_step(labels, logits, start, stop, right):
         columns = None
         if right:
             columns = ops.exp(
-                values
-                - _selected(positive, shift_p[None, start:], shift_n[None, start:])
+                values[:, width:]
+                - _selected(
+                    positive[:, width:], shift_p[None, stop:], shift_n[None, stop:]
+                )
             )
         parts = []
         for mask in (positive, negative):
             column = None
             if right:
-                column = ops.sum(ops.where(mask, columns, 0.0), axis=0)
+                column = ops.sum(ops.where(mask[:, width:], columns, 0.0), axis=0)
             row = ops.sum(ops.where(mask, rows, 0.0), axis=1)
-            parts.append(_reduced(row, column, start, stop, right, 0.0))
+            parts.append(_reduced(row, column, start, 0.0))
         sum_p, sum_n = sum_p + parts[0], sum_n + parts[1]
         return max_p, max_n, sum_p, sum_n, shift_p, shift_n
 
