@@ -57,12 +57,10 @@ def _elementwise(tf, np):
 
 
 def _plot(times, windows, path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from keras_circle.figures import new_axes
+    from keras_circle.figures import save_figure
 
-    figure = Figure(figsize=(8, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
+    figure, axes = new_axes(figsize=(8, 4))
     for name, series in windows.items():
         fastest = min(series)
         axes.plot(times, [t / fastest for t in series], label=name, linewidth=1)
@@ -70,10 +68,7 @@ def _plot(times, windows, path):
     axes.set_ylabel("window median / fastest window")
     axes.set_title("Speed phases within one process")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, format="png")
-    print(f"Wrote {path}")
+    print(f"Wrote {save_figure(figure, path)}")
 
 
 def main():
