@@ -231,9 +231,7 @@ def forward(e, labels, logits, block_size):
     """
     layout = _cyclic(e.shape[0], block_size)
     if layout is not None:
-        losses, valid, *rest = _compiled(
-            lambda e, labels: _cyclic_forward(e, labels, logits, layout), True
-        )(e, labels)
+        losses, valid, *rest = _cyclic_forward(e, labels, logits, layout)
         count = len(_sweeps(layout.count))
         stacks, (shift_p, shift_n, sum_p, sum_n, z) = rest[:count], rest[count:]
         residuals = PanelResiduals(
@@ -336,12 +334,7 @@ def backward(residuals, logits, g):
     scale_n = g * z / ops.where(sum_n > 0, sum_n, 1.0)
     if isinstance(spans, Cyclic):
         vectors = (scale_p, scale_n, shift_p, shift_n)
-        return _compiled(
-            lambda e, labels, *rest: _cyclic_backward(
-                e, labels, rest[: len(panels)], rest[len(panels) :], logits, spans
-            ),
-            True,
-        )(e, labels, *panels, *vectors)
+        return _cyclic_backward(e, labels, panels, vectors, logits, spans)
     static = e.shape[0] is not None
     # The first panel waits for the upstream gradient (see `_panel`).
     rows_grad, later, after = [], {}, scale_p
@@ -392,18 +385,16 @@ def _cyclic(size, block_size):
     `b` is compared with blocks `b, b + 1, ..., b + count // 2` (modulo
     `count`): every pair of blocks once, in panels of one or two widths, so
     each pass is a loop over one compiled body. The blocks are the largest
-    divisor of `size` from `block_size` down to half of it; without one, or
-    where the loops would not be compiled (PyTorch, eager TensorFlow, whose
-    loops copy the stored panels at every update), the unrolled panels.
+    divisor of `size` from `block_size` down to half of it; without one, the
+    unrolled panels. So are the steps that XLA does not compile whole:
+    PyTorch and eager TensorFlow (whose loops would copy the stored panels at
+    every update), and a plain TensorFlow graph, which runs each panel's
+    element-wise stage as a small XLA cluster between TensorFlow's faster
+    matmuls (`keras_circle.fusion`).
     """
     backend = keras.backend.backend()
-    if backend == "torch":
+    if backend == "torch" or (backend == "tensorflow" and not fusion.in_xla()):
         return None
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if tf.executing_eagerly():
-            return None
     return cyclic_blocks(size, block_size)
 
 
