@@ -23,11 +23,23 @@ exponential per anchor it serves:
 
 Only the panels (half of `S`) and per-anchor vectors are kept between the
 passes; no `(batch, batch)` matrix is ever formed. The panels of each pass
-run one after the other (control dependencies in a TensorFlow graph, data
-dependencies that XLA keeps, see `_zero`) so that the elementwise temporaries
-of one panel exist at a time, and the backward pass recomputes its logits
-(and slices of `E`) from the stored panels instead of keeping the forward
-pass's alive.
+run one after the other so that the elementwise temporaries of one panel
+exist at a time, and the backward pass recomputes its logits (and slices of
+`E`) from the stored panels instead of keeping the forward pass's alive.
+
+Two layouts of the panels:
+
+- Unrolled (`_spans`): panel `b` is rows `start_b:stop_b` against columns
+  `start_b:`, each panel a computation of its own, ordered by control
+  dependencies in a TensorFlow graph and by data dependencies that XLA
+  keeps (see `_zero`). For eager runs, PyTorch, plain TensorFlow graphs and
+  batch sizes known only at run time.
+- Cyclic (`Cyclic`, `_cyclic`): where XLA compiles the whole step and the
+  batch size is static, `count` equal blocks, block `b` against blocks
+  `b..b + count // 2` modulo `count`, so that every panel of a pass has one
+  width and each pass is a loop over one compiled body: the unrolled layout
+  gave XLA a kernel per panel and stage (358 at B=8192) and the compiler's
+  memory stayed in the process.
 
 `forward` returns the losses and the `PanelResiduals` (the panels and the
 per-anchor shifts, sums and `Z`); `backward` takes them (a custom VJP).
@@ -112,9 +124,11 @@ def _masks(labels, start, stop):
 class PanelResiduals(NamedTuple):
     """What `backward` needs from `forward`.
 
-    `spans` and `panels` are the row panels of `S` (see `_spans`); the other
-    fields are per-anchor `(batch_size,)` vectors: the shifts and sums of each
-    masked set's exponentials (`LSE = shift + log(sum)`) and `Z` (Eq. 9/10).
+    `spans` and `panels` are the row panels of `S`: a list of spans (see
+    `_spans`) and one tensor per panel, or a `Cyclic` layout and one stack
+    of equal panels per loop (see `_sweeps`). The other fields are
+    per-anchor `(batch_size,)` vectors: the shifts and sums of each masked
+    set's exponentials (`LSE = shift + log(sum)`) and `Z` (Eq. 9/10).
     """
 
     e: object
