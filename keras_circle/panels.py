@@ -394,7 +394,7 @@ def _cyclic(size, block_size):
     unrolled panels (`_spans`).
 
     Unrolled, each panel has shapes of its own and so kernels of its own: at
-    B=8192 XLA compiled 358 kernels in 13 s, and the compiler's memory stayed
+    B=8192 XLA compiled 358 kernels in 11 s, and the compiler's memory stayed
     in the process (peak RSS 1.42x the floor's). In the cyclic layout block
     `b` is compared with blocks `b, b + 1, ..., b + count // 2` (modulo
     `count`): every pair of blocks once, in panels of one or two widths, so
@@ -404,12 +404,13 @@ def _cyclic(size, block_size):
 
     Only for TensorFlow steps that XLA compiles whole, where it was measured
     (`benchmarks/bench_losses.py`, B=8192: peak RSS 0.95x the floor's
-    against 1.42x unrolled, 2-3% slower). A plain TensorFlow graph runs each
-    unrolled panel's element-wise stage as a small XLA cluster between
-    TensorFlow's faster matmuls (`keras_circle.fusion`); eager TensorFlow
-    and PyTorch would copy the stored panels at every update of a loop; and
-    under `jax.jit` on a CPU the loops ran 9% slower than the unrolled panels
-    at B=4096 (timed in one process), with the GPU's figures taken unrolled.
+    against 1.42x unrolled; `benchmarks/bench_layouts.py`: 2-3% slower,
+    compiled 3.5x faster). A plain TensorFlow graph runs each unrolled
+    panel's element-wise stage as a small XLA cluster between TensorFlow's
+    faster matmuls (`keras_circle.fusion`); eager TensorFlow and PyTorch
+    would copy the stored panels at every update of a loop; and JAX keeps the
+    unrolled panels its GPU figures were taken with (README, "On a GPU")
+    until the loops are measured on a GPU.
     """
     if keras.backend.backend() != "tensorflow" or not fusion.in_xla():
         return None

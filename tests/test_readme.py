@@ -47,6 +47,7 @@ def quickstart():
 QUICK_ARGS = {
     "benchmarks/accuracy.py": "--trials 1",
     "benchmarks/bench_losses.py": "--quick --repeats 1",
+    "benchmarks/bench_layouts.py": "--batches 256 --block-size 64 --rounds 1",
     "benchmarks/bench_losses_jax.py": "--quick",
     "benchmarks/bench_phases.py": "--seconds 1 --batch 256 --rounds 1",
     "benchmarks/bench_retrieval.py": "--sizes 3000",
