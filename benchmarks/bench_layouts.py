@@ -1,10 +1,11 @@
 """The pair-wise kernel's two panel layouts against each other, in one process.
 
-`keras_circle.panels` lays the upper triangle of `S` out in cyclic panels
-(two loops, one compiled body each) where XLA compiles a whole TensorFlow step,
-and in unrolled panels (a computation per panel) elsewhere. This script builds
-`CircleLoss` steps with each layout, under TensorFlow with XLA and, with
-`--jax`, under `jax.jit` in a child process, and reports for each batch size:
+`keras_circle.panel_loops` lays the upper triangle of `S` out in cyclic panels
+(two loops, one compiled body each) where XLA compiles a whole TensorFlow step;
+elsewhere `keras_circle.panels` unrolls them (a computation per panel). This
+script builds `CircleLoss` steps with each layout, under TensorFlow with XLA
+and, with `--jax`, under `jax.jit` in a child process, and reports for each
+batch size:
 
 - compile: the first call of the value-and-gradient step (tracing, compiling
   and one run), in seconds;
@@ -33,12 +34,12 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 LAYOUTS = ("unrolled", "cyclic")
 
 
-def _layout(panels, name):
-    """`panels._cyclic` for the layout `name`: never, or wherever a static
-    batch size has a divisor to cut (as TensorFlow under XLA does)."""
+def _layout(panel_loops, name):
+    """`panel_loops.cyclic_layout` for the layout `name`: never, or wherever a
+    static batch size has a divisor to cut (as TensorFlow under XLA does)."""
     if name == "unrolled":
         return lambda size, block_size: None
-    return panels.cyclic_blocks
+    return panel_loops.cyclic_blocks
 
 
 def _steps(batch, dim, block_size):
@@ -49,18 +50,18 @@ def _steps(batch, dim, block_size):
 
     import keras_circle
     from keras_circle import kernels
-    from keras_circle import panels
+    from keras_circle import panel_loops
 
     kernels.DEFAULT_BLOCK_SIZE = block_size
     rng = np.random.default_rng(0)
     e = rng.normal(size=(batch, dim)).astype("float32")
     labels = rng.integers(0, max(1, batch // 8), size=batch)
     loss = keras_circle.CircleLoss(gamma=80.0, margin=0.4)
-    original = panels._cyclic
+    original = panel_loops.cyclic_layout
     steps, compile_seconds = {}, {}
     for name in LAYOUTS:
         # The layout is chosen while a step is traced: patch, trace, restore.
-        panels._cyclic = _layout(panels, name)
+        panel_loops.cyclic_layout = _layout(panel_loops, name)
         try:
             if keras.backend.backend() == "jax":
                 forward, both = _jax_steps(loss, e, labels)
@@ -71,7 +72,7 @@ def _steps(batch, dim, block_size):
             compile_seconds[name] = time.perf_counter() - start
             forward()
         finally:
-            panels._cyclic = original
+            panel_loops.cyclic_layout = original
         steps[(name, "forward")] = forward
         steps[(name, "both")] = both
     return steps, compile_seconds

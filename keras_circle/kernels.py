@@ -12,7 +12,8 @@ takes the residuals and the upstream gradient.
   masks are symmetric, so `keras_circle.panels` computes only the upper
   triangle of `S` (half a matmul forward), keeps only it, and the backward pass
   is one matmul's worth, `dE = (G + G^T) E`, with `G + G^T` formed panel by
-  panel from the stored similarities.
+  panel from the stored similarities; in a TensorFlow step that XLA compiles
+  whole, as loops over panels in a cyclic layout (`keras_circle.panel_loops`).
 - Anchors against other references (a memory bank, the global batch of the
   other replicas): row blocks of anchors (`block_forward`); the forward pass
   keeps `H = dL/ds` per block for `dA = G R` and `dR = G^T A`.
@@ -26,6 +27,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_circle import panel_loops
 from keras_circle import panels
 from keras_circle import similarity
 
@@ -209,19 +211,27 @@ def fused_pair_softplus(
     # would otherwise record every elementwise op of them and keep all their
     # (batch, batch) inputs alive for a backward pass that is replaced here.
     if refs is None:
+        layout = panel_loops.cyclic_layout(anchors.shape[0], block_size)
 
         @ops.custom_gradient
         def symmetric(e):
-            losses, valid, residuals = panels.forward(
-                ops.stop_gradient(e), labels, logits, block_size
-            )
+            if layout is None:
+                kernel = panels
+                losses, valid, residuals = panels.forward(
+                    ops.stop_gradient(e), labels, logits, block_size
+                )
+            else:
+                kernel = panel_loops
+                losses, valid, residuals = panel_loops.forward(
+                    ops.stop_gradient(e), labels, logits, layout
+                )
 
             def grad(*args, upstream=None):
                 # TensorFlow and JAX pass the upstream gradient alone;
                 # PyTorch passes the forward inputs, then `upstream=`.
                 if upstream is None:
                     (upstream,) = args
-                return panels.backward(residuals, logits, upstream[:, 0])
+                return kernel.backward(residuals, logits, upstream[:, 0])
 
             return _pack(losses, valid), grad
 

@@ -34,8 +34,8 @@ Two layouts of the panels:
   dependencies in a TensorFlow graph and by data dependencies that XLA
   keeps (see `_zero`). For eager runs, PyTorch, JAX, plain TensorFlow graphs
   and batch sizes known only at run time.
-- Cyclic (`Cyclic`, `_cyclic`): where XLA compiles a whole TensorFlow step
-  and the batch size is static, `count` equal blocks, block `b` against blocks
+- Cyclic (`keras_circle.panel_loops`): where XLA compiles a whole TensorFlow
+  step and the batch size is static, `count` equal blocks, block `b` against blocks
   `b..b + count // 2` modulo `count`, so that every panel of a pass has one
   width and each pass is a loop over one compiled body: the unrolled layout
   gave XLA a kernel per panel and stage (358 at B=8192) and the compiler's
@@ -125,8 +125,8 @@ class PanelResiduals(NamedTuple):
     """What `backward` needs from `forward`.
 
     `spans` and `panels` are the row panels of `S`: a list of spans (see
-    `_spans`) and one tensor per panel, or a `Cyclic` layout and one stack
-    of equal panels per loop (see `_sweeps`). The other fields are
+    `_spans`) and one tensor per panel, or a `panel_loops.Cyclic` layout and
+    one stack of equal panels per loop. The other fields are
     per-anchor `(batch_size,)` vectors: the shifts and sums of each masked
     set's exponentials (`LSE = shift + log(sum)`) and `Z` (Eq. 9/10).
     """
@@ -170,7 +170,7 @@ def _selected(positive, values_p, values_n):
     return ops.where(positive, values_p, values_n)
 
 
-def _forward_step(labels, logits, start, stop, right):
+def forward_step(labels, logits, start, stop, right):
     """One panel of the online log-sum-exp: the running maxima, sums and shifts
     of the anchors it touches, updated."""
 
@@ -243,15 +243,6 @@ def forward(e, labels, logits, block_size):
             `S`. With a batch size unknown until run time, `DYNAMIC_PANELS`
             panels of equal height.
     """
-    layout = _cyclic(e.shape[0], block_size)
-    if layout is not None:
-        losses, valid, *rest = _cyclic_forward(e, labels, logits, layout)
-        count = len(_sweeps(layout.count))
-        stacks, (shift_p, shift_n, sum_p, sum_n, z) = rest[:count], rest[count:]
-        residuals = PanelResiduals(
-            e, labels, layout, list(stacks), shift_p, shift_n, sum_p, sum_n, z
-        )
-        return losses, valid, residuals
     spans = _spans(e.shape[0], block_size, ops.shape(e)[0])
     panels = [
         ops.matmul(e[start:stop], ops.transpose(e[start:])) for start, stop, _ in spans
@@ -264,19 +255,19 @@ def forward(e, labels, logits, block_size):
     static = e.shape[0] is not None
     after = None
     for (start, stop, right), panel in zip(spans, panels, strict=True):
-        step = _compiled(_forward_step(labels, logits, start, stop, right), static)
+        step = _compiled(forward_step(labels, logits, start, stop, right), static)
         max_p, max_n, sum_p, sum_n, shift_p, shift_n = step(
             panel, max_p, max_n, sum_p, sum_n, shift_p, shift_n, after
         )
         after = (sum_p, sum_n)
-    losses, valid, z = _losses(shift_p, shift_n, sum_p, sum_n)
+    losses, valid, z = softplus_losses(shift_p, shift_n, sum_p, sum_n)
     residuals = PanelResiduals(
         e, labels, spans, panels, shift_p, shift_n, sum_p, sum_n, z
     )
     return losses, valid, residuals
 
 
-def _losses(shift_p, shift_n, sum_p, sum_n):
+def softplus_losses(shift_p, shift_n, sum_p, sum_n):
     """Per-anchor `(losses, valid, z)` from the shifts and sums of both sets."""
     valid = ops.logical_and(sum_p > 0, sum_n > 0)
     ones = ops.ones_like(sum_p)
@@ -288,7 +279,17 @@ def _losses(shift_p, shift_n, sum_p, sum_n):
     return losses, valid, z
 
 
-def _backward_step(labels, logits, start, stop, right):
+def anchor_scales(residuals, g):
+    """`(a_p, a_n)`: `g * Z / sum` of each set per anchor (0 where the set is
+    empty), the factors of `K` (see `backward`) for upstream gradients `g`."""
+    z, sum_p, sum_n = residuals.z, residuals.sum_p, residuals.sum_n
+    return (
+        g * z / ops.where(sum_p > 0, sum_p, 1.0),
+        g * z / ops.where(sum_n > 0, sum_n, 1.0),
+    )
+
+
+def backward_step(labels, logits, start, stop, right):
     """`(K_diag, K_right, zero)` of one panel: `K_ij = dL/ds_ij + dL/ds_ji`
     (see `backward`) on its diagonal block and right of it (`None` when the
     panel has no columns right of its diagonal block).
@@ -344,18 +345,14 @@ def _backward_step(labels, logits, start, stop, right):
 def backward(residuals, logits, g):
     """`dE = K E` for upstream gradients `g` of the per-anchor losses."""
     e, labels, spans, panels, shift_p, shift_n, sum_p, sum_n, z = residuals
-    scale_p = g * z / ops.where(sum_p > 0, sum_p, 1.0)
-    scale_n = g * z / ops.where(sum_n > 0, sum_n, 1.0)
-    if isinstance(spans, Cyclic):
-        vectors = (scale_p, scale_n, shift_p, shift_n)
-        return _cyclic_backward(e, labels, panels, vectors, logits, spans)
+    scale_p, scale_n = anchor_scales(residuals, g)
     static = e.shape[0] is not None
     # The first panel waits for the upstream gradient (see `_panel`).
     rows_grad, later, after = [], {}, scale_p
     for index, ((start, stop, right), panel) in enumerate(
         zip(spans, panels, strict=True)
     ):
-        step = _compiled(_backward_step(labels, logits, start, stop, right), static)
+        step = _compiled(backward_step(labels, logits, start, stop, right), static)
         k, k_right, zero = step(panel, scale_p, scale_n, shift_p, shift_n, after)
         # Fresh slices of `e` per panel: shared with the forward pass, XLA
         # would keep every panel's slices alive from one pass to the other.
@@ -376,165 +373,3 @@ def backward(residuals, logits, g):
         rows_grad.append(grad)
         after = grad
     return rows_grad[0] if len(rows_grad) == 1 else ops.concatenate(rows_grad, 0)
-
-
-# The cyclic layout: a static batch of `count` blocks of `rows` rows (`count`
-# at least 2) in panels of one width, as loops (see `_cyclic`).
-
-
-class Cyclic(NamedTuple):
-    """`count` row blocks of `rows` rows each (a static batch)."""
-
-    rows: int
-    count: int
-
-
-def _cyclic(size, block_size):
-    """The `Cyclic` layout of a static batch of `size` rows, or `None` for
-    unrolled panels (`_spans`).
-
-    Unrolled, each panel has shapes of its own and so kernels of its own: at
-    B=8192 XLA compiled 358 kernels in 11 s, and the compiler's memory stayed
-    in the process (peak RSS 1.42x the floor's). In the cyclic layout block
-    `b` is compared with blocks `b, b + 1, ..., b + count // 2` (modulo
-    `count`): every pair of blocks once, in panels of one or two widths, so
-    each pass is a loop over one compiled body. The blocks are the largest
-    divisor of `size` from `block_size` down to half of it; without one, the
-    unrolled panels.
-
-    Only for TensorFlow steps that XLA compiles whole, where it was measured
-    (`benchmarks/bench_losses.py`, B=8192: peak RSS 0.95x the floor's
-    against 1.42x unrolled; `benchmarks/bench_layouts.py`: 2-3% slower,
-    compiled 3.5x faster). A plain TensorFlow graph runs each unrolled
-    panel's element-wise stage as a small XLA cluster between TensorFlow's
-    faster matmuls (`keras_circle.fusion`); eager TensorFlow and PyTorch
-    would copy the stored panels at every update of a loop; and JAX keeps the
-    unrolled panels its GPU figures were taken with (README, "On a GPU")
-    until the loops are measured on a GPU.
-    """
-    if keras.backend.backend() != "tensorflow" or not fusion.in_xla():
-        return None
-    return cyclic_blocks(size, block_size)
-
-
-def cyclic_blocks(size, block_size):
-    """The `Cyclic` layout of `size` rows in blocks of at most `block_size`
-    rows and at least half that (a divisor of `size`), or `None`: one panel
-    will do, the size is unknown until run time, or no such divisor."""
-    if size is None or block_size is None or size <= block_size:
-        return None
-    for rows in range(block_size, (block_size - 1) // 2, -1):
-        if size % rows == 0:
-            return Cyclic(rows, size // rows)
-    return None
-
-
-def _sweeps(count):
-    """`(first, end, blocks)` of each loop: panels `first..end - 1`, each of
-    `blocks` blocks (its diagonal block and the `blocks - 1` after it).
-
-    With an even `count`, blocks `b` and `b + count // 2` are each other's
-    last block: the panels of the first half take that pair, those of the
-    second half stop one block short (a second, narrower loop).
-    """
-    half = count // 2
-    if count % 2:
-        return [(0, count, half + 1)]
-    return [(0, half, half + 1), (half, count, half)]
-
-
-def _rows(x, start, size):
-    """Rows `start:start + size` of `x`, `start` a tensor."""
-    return ops.slice(x, [start] + [0] * (len(x.shape) - 1), [size, *x.shape[1:]])
-
-
-def _turned(x, rows):
-    """`x` rotated up by `rows` rows: what was at `rows` is now at 0."""
-    return ops.concatenate([x[rows:], x[:rows]], 0)
-
-
-def _cyclic_forward(e, labels, logits, layout):
-    """`forward` in the `Cyclic` layout: `(losses, valid, *stacks, shift_p,
-    shift_n, sum_p, sum_n, z)`, a stack of panels per loop.
-
-    The per-anchor vectors (and labels) are carried rotated, so that panel
-    `b` finds its anchors at `0:rows` and its columns' anchors after them;
-    after `count` panels they are back in place. Embeddings are read from
-    `[E; E]`, where the panel's columns are contiguous.
-    """
-    rows, count = layout
-    size = e.shape[0]
-    doubled = ops.concatenate([e, e], 0)
-    neg_inf = float("-inf")
-    turning = [labels] + [ops.full((size,), neg_inf, "float32")] * 2
-    turning += [ops.zeros((size,), "float32")] * 4
-    stacks = []
-    for first, end, blocks in _sweeps(count):
-        width = blocks * rows
-
-        def body(b, carry, first=first, width=width, right=blocks > 1):
-            stack, labels, *vectors = carry
-            start = b * rows
-            panel = ops.matmul(
-                _rows(doubled, start, rows),
-                ops.transpose(_rows(doubled, start, width)),
-            )
-            stack = ops.slice_update(stack, [b - first, 0, 0], panel[None])
-            step = _forward_step(labels[:width], logits, 0, rows, right)
-            updated = step(panel, *(v[:width] for v in vectors), None)
-            vectors = [
-                ops.concatenate([u, v[width:]], 0)
-                for u, v in zip(updated, vectors, strict=True)
-            ]
-            return [stack] + [_turned(v, rows) for v in [labels, *vectors]]
-
-        stack = ops.zeros((end - first, rows, width), "float32")
-        stack, *turning = ops.fori_loop(first, end, body, [stack, *turning])
-        stacks.append(stack)
-    _, _, _, sum_p, sum_n, shift_p, shift_n = turning
-    losses, valid, z = _losses(shift_p, shift_n, sum_p, sum_n)
-    return (losses, valid, *stacks, shift_p, shift_n, sum_p, sum_n, z)
-
-
-def _cyclic_backward(e, labels, stacks, vectors, logits, layout):
-    """`backward` in the `Cyclic` layout, for the per-anchor `vectors`
-    `(scale_p, scale_n, shift_p, shift_n)`.
-
-    Panel `b` gives its rows' gradient whole (`K_b` times its columns'
-    embeddings), written once; the part of its columns (right of the
-    diagonal block, `K_right^T E_b`) is added into a `[2B, dim]` buffer at
-    the columns' places in `[E; E]`, whose halves are summed at the end.
-    """
-    rows, count = layout
-    size, dim = e.shape
-    doubled = ops.concatenate([e, e], 0)
-    grad_rows = ops.zeros((size, dim), "float32")
-    grad_columns = ops.zeros((2 * size, dim), "float32")
-    turning = [labels, *vectors]
-    for (first, end, blocks), stack in zip(_sweeps(count), stacks, strict=True):
-        width = blocks * rows
-
-        def body(b, carry, first=first, width=width, right=blocks > 1, stack=stack):
-            grad_rows, grad_columns, labels, *vectors = carry
-            start = b * rows
-            e_rows = _rows(doubled, start, rows)
-            step = _backward_step(labels[:width], logits, 0, rows, right)
-            k, k_right, _ = step(
-                _rows(stack, b - first, 1)[0], *(v[:width] for v in vectors), None
-            )
-            grad = ops.matmul(k, e_rows)
-            if right:
-                at, tail = start + rows, width - rows
-                grad = grad + ops.matmul(k_right, _rows(doubled, at, tail))
-                columns = ops.einsum("ij,ik->jk", k_right, e_rows)
-                grad_columns = ops.slice_update(
-                    grad_columns, [at, 0], _rows(grad_columns, at, tail) + columns
-                )
-            grad_rows = ops.slice_update(grad_rows, [start, 0], grad)
-            turned = [_turned(v, rows) for v in [labels, *vectors]]
-            return [grad_rows, grad_columns, *turned]
-
-        grad_rows, grad_columns, *turning = ops.fori_loop(
-            first, end, body, [grad_rows, grad_columns, *turning]
-        )
-    return grad_rows + grad_columns[:size] + grad_columns[size:]
