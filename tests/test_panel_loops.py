@@ -56,8 +56,8 @@ def test_cyclic_blocks(size, block_size, expected):
     assert (layout if layout is None else tuple(layout)) == expected
 
 
-def _compiled_value_and_grad(fn, x):
-    """`fn(x)` and its gradient from one TensorFlow step compiled with XLA."""
+def _compiled_step(fn):
+    """`x -> (fn(x), its gradient)`, a TensorFlow step compiled with XLA."""
     import tensorflow as tf
 
     @tf.function(jit_compile=True)
@@ -67,7 +67,12 @@ def _compiled_value_and_grad(fn, x):
             value = fn(x)
         return value, tape.gradient(value, x)
 
-    value, grad = step(tf.constant(x))
+    return step
+
+
+def _compiled_value_and_grad(fn, x):
+    """`fn(x)` and its gradient from one TensorFlow step compiled with XLA."""
+    value, grad = _compiled_step(fn)(keras.ops.convert_to_tensor(x))
     return value.numpy(), grad.numpy()
 
 
@@ -138,16 +143,8 @@ def test_cyclic_program_does_not_grow_with_the_panels(rng):
             )  # fmt: skip
             return keras.ops.sum(losses)
 
-        import tensorflow as tf
-
-        @tf.function(jit_compile=True)
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                value = fused(x)
-            return value, tape.gradient(value, x)
-
-        return step.experimental_get_compiler_ir(tf.constant(e))(stage="hlo")
+        compiler_ir = _compiled_step(fused).experimental_get_compiler_ir
+        return compiler_ir(keras.ops.convert_to_tensor(e))(stage="hlo")
 
     def counts(text):
         dots = len(re.findall(r"\bdot\(", text))
