@@ -50,6 +50,7 @@ QUICK_ARGS = {
     "benchmarks/bench_layouts.py": "--batches 256 --block-size 64 --rounds 1",
     "benchmarks/bench_losses_jax.py": "--quick",
     "benchmarks/bench_phases.py": "--seconds 1 --batch 256 --rounds 1",
+    "benchmarks/bench_profile.py": "--batch 256 --class-batch 64 --classes 2000 --rounds 1",
     "benchmarks/bench_retrieval.py": "--sizes 3000",
     "benchmarks/bench_serving.py": "--arch small --repeats 1",
     "benchmarks/compare_losses.py": "--steps 3 --seeds 0",
@@ -128,7 +129,9 @@ def test_other_commands(command, tmp_path):
             command = f"{command} {args}"
             if script.endswith("compare_losses.py"):
                 command += f" --out {tmp_path / 'compare.md'}"
-            if script.endswith(("bench_losses.py", "bench_phases.py")):
+            if script.endswith(
+                ("bench_losses.py", "bench_phases.py", "bench_profile.py")
+            ):
                 command += f" --plot {tmp_path / 'bench.png'}"
     if command.startswith(GLYPH_DEMO):
         command += f" {GLYPH_DEMO_QUICK_ARGS} --cache-dir {tmp_path / 'glyphs'}"

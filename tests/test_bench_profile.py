@@ -1,0 +1,145 @@
+"""TensorFlow only: `benchmarks/bench_profile.py`, the attribution of a
+step's wall time to kinds of work, against a brute-force reference and on
+real profiled steps."""
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_profile  # noqa: E402
+
+ALL = (*bench_profile.KINDS, "between ops")
+
+
+def brute_force(window, intervals):
+    """Walk the window in unit steps (integer end points) and give each step
+    to the first kind running during it."""
+    totals = dict.fromkeys(ALL, 0.0)
+    for t in range(window[0], window[1]):
+        running = {kind for low, high, kind in intervals if low <= t < high}
+        busy = [kind for kind in bench_profile.KINDS if kind in running]
+        totals[busy[0] if busy else "between ops"] += 1.0
+    return totals
+
+
+interval = st.tuples(
+    st.integers(-5, 40), st.integers(0, 20), st.sampled_from(bench_profile.KINDS)
+).map(lambda t: (t[0], t[0] + t[1], t[2]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(interval, max_size=12), st.integers(0, 10), st.integers(1, 30))
+def test_attribute_matches_brute_force(intervals, start, length):
+    window = (start, start + length)
+    got = bench_profile.attribute(window, intervals)
+    assert got == pytest.approx(brute_force(window, intervals))
+    assert sum(got.values()) == pytest.approx(length)
+
+
+def test_attribute_gives_overlap_to_matmul_and_gaps_to_between_ops():
+    intervals = [(0, 4, "element-wise"), (2, 6, "matmul"), (7, 8, "data movement")]
+    got = bench_profile.attribute((0, 10), intervals)
+    assert got == {
+        "matmul": 4,
+        "element-wise": 2,
+        "data movement": 1,
+        "between ops": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    "opcodes, targets, kind",
+    [
+        (["fusion", "parameter", "dot", "reduce", "add"], [], "matmul"),
+        (["custom-call"], ["__onednn$matmul"], "matmul"),
+        (["fusion", "parameter", "reduce", "maximum"], [], "element-wise"),
+        (["fusion", "parameter", "exponential", "subtract"], [], "element-wise"),
+        (
+            ["fusion", "parameter", "bitcast", "dynamic-update-slice"],
+            [],
+            "data movement",
+        ),
+        (["copy"], [], "data movement"),
+    ],
+)
+def test_hlo_kind(opcodes, targets, kind):
+    assert bench_profile.hlo_kind(opcodes, targets) == kind
+
+
+@pytest.mark.parametrize(
+    "op_type, kind",
+    [
+        ("_MklMatMul", "matmul"),
+        ("BatchMatMulV2", "matmul"),
+        ("_MklEinsum", "matmul"),
+        ("_MklTranspose", "data movement"),
+        ("ConcatV2", "data movement"),
+        ("Mul", "element-wise"),
+        ("Sum", "element-wise"),
+        ("StatefulPartitionedCall", None),
+        ("_XlaRun", None),
+    ],
+)
+def test_tf_kind(op_type, kind):
+    assert bench_profile.tf_kind(op_type) == kind
+
+
+def test_module_kinds_reads_fusion_bodies_and_skips_loops():
+    from tensorflow.compiler.xla.service import hlo_pb2
+
+    module = hlo_pb2.HloModuleProto()
+    body = module.computations.add(id=1, name="fused_dot")
+    body.instructions.add(name="p", opcode="parameter")
+    body.instructions.add(name="d", opcode="dot")
+    loop_body = module.computations.add(id=2, name="loop_body")
+    loop_body.instructions.add(name="m.1", opcode="multiply")
+    entry = module.computations.add(id=3, name="entry")
+    entry.instructions.add(
+        name="ynn_fusion.2", opcode="fusion", called_computation_ids=[1]
+    )
+    entry.instructions.add(name="copy.4", opcode="copy")
+    entry.instructions.add(name="while.1", opcode="while", called_computation_ids=[2])
+    kinds = bench_profile.module_kinds(module)
+    assert kinds["ynn_fusion.2"] == "matmul"
+    assert kinds["copy.4"] == "data movement"
+    assert kinds["m.1"] == "element-wise"
+    assert "while.1" not in kinds
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_profile_of_real_steps_covers_each_step(xla):
+    rng = np.random.default_rng(0)
+    a = tf.Variable(rng.normal(size=(1024, 512)).astype("float32"))
+
+    @tf.function(jit_compile=xla)
+    def matmul():
+        # The floor's step: XLA runs some of these dots asynchronously, so
+        # their launch events alone would leave most of the step unexplained.
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(tf.matmul(a, a, transpose_b=True))
+        return tape.gradient(value, a)
+
+    @tf.function(jit_compile=xla)
+    def elementwise():
+        return tf.reduce_sum(tf.exp(tf.tile(a, [4, 1]) * 0.5))
+
+    sides = {
+        "matmul": lambda: matmul().numpy(),
+        "elementwise": lambda: elementwise().numpy(),
+    }
+    for side in sides.values():
+        side()
+    results, names = bench_profile.profile(sides, rounds=3)
+    for side, figures in results.items():
+        assert sum(figures[k] for k in ALL) == pytest.approx(figures["step"], rel=1e-6)
+        assert names[side]
+    assert results["matmul"]["matmul"] > 0.7 * results["matmul"]["step"]
+    assert results["elementwise"]["matmul"] == 0
+    assert results["elementwise"]["element-wise"] > 0.3 * results["elementwise"]["step"]
