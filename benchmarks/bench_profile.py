@@ -101,6 +101,14 @@ def tf_kind(op_type):
     return "data movement" if _TF_MOVES.match(op_type) else "element-wise"
 
 
+def _index_arithmetic(instruction):
+    """Whether a fusion's `instruction` is scalar arithmetic, such as the
+    offset of a dynamic slice (a fusion that slices at `b * rows` moves data;
+    it does not compute)."""
+    scalar = not instruction.shape.dimensions and not instruction.shape.tuple_shapes
+    return scalar and instruction.opcode not in ("reduce", "reduce-window", "dot")
+
+
 def module_kinds(module):
     """`{instruction name: kind}` of an `xla.HloModuleProto`: a fusion by the
     opcodes of its body; loops, branches and calls left out."""
@@ -110,6 +118,8 @@ def module_kinds(module):
         opcodes, targets = [instruction.opcode], [instruction.custom_call_target]
         for called in instruction.called_computation_ids:
             for inner in computations[called].instructions:
+                if _index_arithmetic(inner):
+                    continue
                 more, more_targets = body(inner)
                 opcodes += more
                 targets += more_targets

@@ -98,6 +98,23 @@ def test_module_kinds_reads_fusion_bodies_and_skips_loops():
     body = module.computations.add(id=1, name="fused_dot")
     body.instructions.add(name="p", opcode="parameter")
     body.instructions.add(name="d", opcode="dot")
+    offset = module.computations.add(id=4, name="fused_slice")
+    offset.instructions.add(name="p.1", opcode="parameter").shape.dimensions[:] = [
+        64,
+        8,
+    ]
+    offset.instructions.add(name="b", opcode="parameter")
+    offset.instructions.add(name="start", opcode="multiply")  # a scalar offset
+    offset.instructions.add(name="s", opcode="dynamic-slice").shape.dimensions[:] = [
+        8,
+        8,
+    ]
+    scaled = module.computations.add(id=5, name="fused_scale")
+    scaled.instructions.add(name="p.2", opcode="parameter").shape.dimensions[:] = [
+        64,
+        8,
+    ]
+    scaled.instructions.add(name="x2", opcode="multiply").shape.dimensions[:] = [64, 8]
     loop_body = module.computations.add(id=2, name="loop_body")
     loop_body.instructions.add(name="m.1", opcode="multiply")
     entry = module.computations.add(id=3, name="entry")
@@ -105,10 +122,20 @@ def test_module_kinds_reads_fusion_bodies_and_skips_loops():
         name="ynn_fusion.2", opcode="fusion", called_computation_ids=[1]
     )
     entry.instructions.add(name="copy.4", opcode="copy")
+    entry.instructions.add(
+        name="multiply_dynamic-slice_fusion",
+        opcode="fusion",
+        called_computation_ids=[4],
+    )
+    entry.instructions.add(
+        name="multiply_fusion", opcode="fusion", called_computation_ids=[5]
+    )
     entry.instructions.add(name="while.1", opcode="while", called_computation_ids=[2])
     kinds = bench_profile.module_kinds(module)
     assert kinds["ynn_fusion.2"] == "matmul"
     assert kinds["copy.4"] == "data movement"
+    assert kinds["multiply_dynamic-slice_fusion"] == "data movement"
+    assert kinds["multiply_fusion"] == "element-wise"
     assert kinds["m.1"] == "element-wise"
     assert "while.1" not in kinds
 
