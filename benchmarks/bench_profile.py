@@ -321,7 +321,7 @@ def _plot(panels, path):
         for title, results, floor in panels
         for side, figures in results.items()
     ]
-    figure, axes = new_axes(figsize=(7.5, 0.45 * len(rows) + 1.5))
+    figure, axes = new_axes(figsize=(7.5, 0.45 * len(rows) + 2.0))
     colors = ("#3b6ea5", "#e0a030", "#8c8c8c", "#d9d9d9")
     floors = {title: results[floor]["step"] for title, results, floor in panels}
     for row, (title, _, figures) in enumerate(rows):
@@ -338,7 +338,9 @@ def _plot(panels, path):
     axes.invert_yaxis()
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_xlabel("wall time per step / the floor's (XLA off)")
-    axes.legend(loc="lower right", fontsize="small")
+    axes.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize="small"
+    )
     save_figure(figure, path)
     print(f"Plot: {path}")
 
