@@ -10,7 +10,8 @@ step is mostly matmuls. `fuse(fn)` compiles just an element-wise stage, so a
 plain graph gets both: TensorFlow's matmuls and XLA's fused passes. Run
 eagerly, or on another backend (JAX compiles the whole step; PyTorch runs
 eagerly), `fn` runs as is; inside a step compiled with XLA already it is
-traced into that step (`in_xla`).
+traced into that step (`in_xla`). `sums` sums rows and columns the way XLA's CPU
+backend does fastest.
 """
 
 import keras
@@ -35,6 +36,31 @@ def fuse(fn):
         return compiled(*args)
 
     return call
+
+
+def sums(x, axis, keepdims=False):
+    """`sum(x, axis, keepdims)` of a matrix `x`, `axis` 0 or 1 (or -1).
+
+    TensorFlow on a CPU: as a product with a vector of ones. XLA's CPU
+    backend (TF 2.21) writes the fused input of a reduction out in full
+    before reducing it, but feeds a dot from the fused producer: for the
+    squares of a 100,000 x 512 matrix, 7.8 ms against 19.4 ms for
+    `sum(square(x))`, and 13.1 against 24.5 ms for `sum(a * b)`. Elsewhere,
+    and where a GPU runs the matmuls (TensorFloat-32 would round the sum),
+    `ops.sum`.
+    """
+    from keras import ops
+
+    from keras_circle import kernels
+
+    if keras.backend.backend() != "tensorflow" or kernels.on_accelerator(x):
+        return ops.sum(x, axis=axis, keepdims=keepdims)
+    axis = axis % 2
+    if axis:
+        total = ops.matmul(x, ops.ones((ops.shape(x)[1], 1), x.dtype))
+    else:
+        total = ops.matmul(ops.ones((1, ops.shape(x)[0]), x.dtype), x)
+    return total if keepdims else ops.squeeze(total, axis)
 
 
 def in_xla():

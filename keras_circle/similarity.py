@@ -56,7 +56,7 @@ def normalize_rows(x):
     x = ops.convert_to_tensor(x)
 
     def forward(x):
-        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+        squared = fusion.sums(ops.square(x), 1, keepdims=True)
         direct = ops.logical_and(
             ops.isfinite(squared), ops.greater_equal(squared, _NORM_EPSILON**2)
         )
@@ -77,7 +77,7 @@ def normalize_rows(x):
     def backward(upstream, y, scale):
         # A zero row (squared norm clamped) has y = 0: dx = dy / 1e-12, as
         # autodiff of the clamp gives.
-        along = ops.sum(upstream * y, axis=-1, keepdims=True)
+        along = fusion.sums(upstream * y, 1, keepdims=True)
         return (upstream - y * along) * scale
 
     forward, backward = fusion.fuse(forward), fusion.fuse(backward)
