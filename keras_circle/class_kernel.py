@@ -4,11 +4,12 @@ Autodiff of `logsumexp(where(target, t(s), o(s))) - t(s_target)` over
 `(batch_size, num_classes)` cosines keeps the logits, the exponentials, the
 target mask and the alpha weights alive for the backward pass, and each of
 them is a pass over the `B x C` matrix (100,000 classes: 200 MB per pass at a
-batch of 512). Here the gradient is written by hand: the forward pass reads
-the cosines twice (row maxima, then the shifted sums; the finiteness check of
-the cosines and, with `bound`, their range check ride on the first), and the
-backward pass is one elementwise pass, `dL/ds = g * slope * (softmax -
-target)`, that the two matmuls of the proxies layer then read.
+batch of 512). Here the gradient is written by hand: the forward pass takes
+the logits' row maxima, a count of each row's faulty cosines (not finite, or
+beyond `bound`: `fusion.sums`, which XLA on a CPU runs without writing a
+masked copy out) and the shifted sums of the exponentials, and the backward
+pass is one elementwise pass, `dL/ds = g * slope * (softmax - target)`, that
+the two matmuls of the proxies layer then read.
 """
 
 from keras import ops
@@ -56,13 +57,17 @@ def margin_softmax(labels, s, logits, factor=None, name="y_pred", bound=None):
         values, _ = _logits(s, labels, logits)
         # A row with a NaN or infinite cosine (or one beyond `bound`) gets
         # +inf (a NaN would be skipped by XLA's max); a row of good cosines
-        # never does. Which fault it was is worked out only on failure.
+        # never does. Which fault it was is worked out only on failure. The
+        # faults are counted apart from the maximum, which then reads the
+        # logits as they are (under XLA on a CPU, a masked copy of them
+        # would be written out first).
         if bound is None:
             good = ops.isfinite(s)
         else:
             good = ops.less_equal(ops.abs(s), bound)  # False for NaN and inf
-        flagged = ops.where(good, ops.minimum(values, _FLOAT32_MAX), float("inf"))
-        row_max = ops.max(flagged, axis=1)
+        faults = fusion.sums(ops.where(good, 0.0, 1.0), 1)
+        row_max = ops.minimum(ops.max(values, axis=1), _FLOAT32_MAX)
+        row_max = ops.where(faults > 0, float("inf"), row_max)
         shift = ops.where(ops.isfinite(row_max), row_max, 0.0)
         total = ops.sum(ops.exp(values - ops.expand_dims(shift, 1)), axis=1)
         picked = ops.take_along_axis(s, ops.expand_dims(picked_index, 1), axis=1)
