@@ -13,8 +13,9 @@ uses `--threads` threads (default 2). pytorch-metric-learning's `CircleLoss`
 runs in its own process when torch is importable.
 
 `--before PATH` also times the `keras_circle` found under PATH (for instance
-`git archive COMMIT keras_circle | tar -x -C PATH`) as the side
-`ours_before`, in the same process as the working tree's.
+`git archive COMMIT keras_circle | tar -x -C PATH`) as the sides
+`ours_before` and `class_ours_before`, in the same process as the working
+tree's.
 
 Usage:
 
@@ -168,7 +169,7 @@ def _tf_step(args, case, xla, keras_circle):
             def loss_fn(_):
                 return tf.reduce_sum(tf.matmul(e, w, transpose_b=True))
 
-        elif case == "class_ours":
+        elif case in ("class_ours", "class_ours_before"):
 
             def loss_fn(labels):
                 return loss(labels, proxies(e))
@@ -201,7 +202,8 @@ def _interleaved(args):
 
     packages = {"ours": keras_circle}
     if args.before:
-        packages["ours_before"] = _import_keras_circle(args.before)
+        before = _import_keras_circle(args.before)
+        packages["ours_before"] = packages["class_ours_before"] = before
     steps = {}
     for case in args.sides.split(","):
         for xla in (0, 1):
@@ -428,7 +430,8 @@ def main():
         ratios = _ratios(results, "floor", "peak_bytes")
         panels.append((f"pair-wise peak RSS, B={memory_batch}", ratios))
     if not args.skip_class:
-        results = _run_interleaved(CLASS_CASES, 512, args, classes)
+        class_sides = list(CLASS_CASES) + (["class_ours_before"] if args.before else [])
+        results = _run_interleaved(class_sides, 512, args, classes)
         title = f"Class-level, B=512, C={classes}, sampled fraction {args.fraction}"
         _table(title, results, "class_floor")
         if not args.skip_memory:
