@@ -6,8 +6,10 @@ Times: the sides of a table (floor `sum(E E^T)`, `CircleLoss`,
 or the class-level floor and losses) run in ONE process, each with XLA on and
 off, every step returning the value and the gradient (with the gradient alone
 TensorFlow prunes the floor's forward matmul). Each of `--rounds` rounds runs
-every variant once, in a fresh random order; a side's time is the median of
-its better XLA setting. Ratios taken this way share the machine's load.
+every variant once, in a fresh random order, and rounds go on until the table
+has taken `--min-seconds` (small batches: the machine's slow phases last
+seconds); a side's time is the median of its better XLA setting. Ratios taken
+this way share the machine's load.
 Peak memory (`ru_maxrss`) needs a process per case, as before. Every process
 uses `--threads` threads (default 2). pytorch-metric-learning's `CircleLoss`
 runs in its own process when torch is importable.
@@ -212,16 +214,25 @@ def _interleaved(args):
     for step in steps.values():  # compile and warm up
         step()
         step()
-    return interleaved_medians(steps, args.rounds)
+    return interleaved_medians(steps, args.rounds, args.min_seconds)
 
 
-def interleaved_medians(steps, rounds):
+def interleaved_medians(steps, rounds, min_seconds=0.0):
     """`{name: median seconds}` of the callables `steps`, each run once per
-    round in a fresh random order (seeded), so that they share the load."""
+    round in a fresh random order (seeded), so that they share the load.
+
+    At least `rounds` rounds, and more until they span `min_seconds`: the
+    machine's slow phases last seconds (`bench_phases.py`), so the few
+    seconds of 15 rounds of small steps can fall inside one, where a longer
+    span takes its medians over fast and slow stretches alike.
+    """
     times = {name: [] for name in steps}
     order = list(steps)
     shuffle = random.Random(0).shuffle
-    for _ in range(rounds):
+    begin = time.perf_counter()
+    done = 0
+    while done < rounds or time.perf_counter() - begin < min_seconds:
+        done += 1
         shuffle(order)
         for name in order:
             start = time.perf_counter()
@@ -248,6 +259,7 @@ def _run_interleaved(sides, batch, args, classes=0):
         "--sides", ",".join(sides), "--batch", str(batch), "--dim", str(args.dim),
         "--classes", str(classes), "--fraction", str(args.fraction),
         "--threads", str(args.threads), "--rounds", str(args.rounds),
+        "--min-seconds", str(args.min_seconds),
     ]  # fmt: skip
     if args.before:
         command += ["--before", args.before]
@@ -394,6 +406,12 @@ def main():
     parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=30.0,
+        help="more rounds until a table's timing spans this long",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="steps per pml case")
     parser.add_argument("--before", help="also time the keras_circle under PATH")
     parser.add_argument("--skip-memory", action="store_true", help="times only")
@@ -406,11 +424,12 @@ def main():
     batches, memory_batch, classes = args.batches, 8192, args.classes
     if args.quick:
         batches, memory_batch, classes = (256,), 512, 5000
-        args.repeats, args.rounds = 2, 3
+        args.repeats, args.rounds, args.min_seconds = 2, 3, 0.0
     print(f"Machine: {_machine()}; {args.threads} threads per process.")
     print(
-        f"Embedding dim {args.dim}; times: medians of {args.rounds} interleaved "
-        "rounds in one process, value and gradient per step."
+        f"Embedding dim {args.dim}; times: medians of at least {args.rounds} "
+        f"interleaved rounds spanning at least {args.min_seconds:g} s in one "
+        "process, value and gradient per step."
     )
     sides = list(PAIR_CASES) + (["ours_before"] if args.before else [])
     panels = []
