@@ -215,20 +215,32 @@ def read_trace(logdir):
                     if kind is not None:
                         events.append((start, end, kind, name))
     # XLA runs some instructions asynchronously: their event is the launch,
-    # and an "end: NAME" event marks when the work finished.
+    # and an "end: NAME" event marks when the work finished. Names repeat
+    # (loops, other programs): an event takes the first end after its start
+    # and before the next event of its name starts, if there is one.
+    return steps, with_ends(events, finished)
+
+
+def with_ends(events, finished):
+    """`[(start, end, kind, name)]` of the op `events` (`(start, end, kind,
+    full name)`), each extended to its end event in `finished` (`{full name:
+    [end times]}`) where it has one; names lose their `.N` suffix."""
+    by_name = collections.defaultdict(list)
+    for event in sorted(events):
+        by_name[event[3]].append(event)
     intervals = []
-    for ends in finished.values():
-        ends.sort()
-    pending = {name: 0 for name in finished}
-    for start, end, kind, name in sorted(events):
-        ends = finished.get(name, ())
-        while pending.get(name, 0) < len(ends) and ends[pending[name]] < start:
-            pending[name] += 1
-        if pending.get(name, 0) < len(ends):
-            end = max(end, ends[pending[name]])
-            pending[name] += 1
-        intervals.append((start, end, kind, re.sub(r"\.\d+$", "", name)))
-    return steps, intervals
+    for name, runs in by_name.items():
+        ends = sorted(finished.get(name, ()))
+        next_end = 0
+        for i, (start, end, kind, _) in enumerate(runs):
+            limit = runs[i + 1][0] if i + 1 < len(runs) else float("inf")
+            while next_end < len(ends) and ends[next_end] < start:
+                next_end += 1
+            if next_end < len(ends) and ends[next_end] <= limit:
+                end = max(end, ends[next_end])
+                next_end += 1
+            intervals.append((start, end, kind, re.sub(r"\.\d+$", "", name)))
+    return intervals
 
 
 def profile(sides, rounds, seed=0):

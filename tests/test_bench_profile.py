@@ -54,6 +54,33 @@ def test_attribute_gives_overlap_to_matmul_and_gaps_to_between_ops():
     }
 
 
+def test_with_ends_extends_launches_to_their_own_end_events():
+    events = [
+        (0.0, 0.1, "matmul", "dot.1"),  # launched, finished at 5
+        (6.0, 6.1, "matmul", "dot.1"),  # launched again, finished at 9
+        (1.0, 2.0, "element-wise", "fusion.2"),  # ran in place; its end
+        (3.0, 3.5, "element-wise", "fusion.2"),  # markers mean nothing more
+        (4.0, 4.2, "data movement", "copy"),  # no end event at all
+    ]
+    finished = {"dot.1": [9.0, 5.0], "fusion.2": [2.0, 3.5], "other": [4.1]}
+    got = sorted(bench_profile.with_ends(events, finished))
+    assert got == [
+        (0.0, 5.0, "matmul", "dot"),
+        (1.0, 2.0, "element-wise", "fusion"),
+        (3.0, 3.5, "element-wise", "fusion"),
+        (4.0, 4.2, "data movement", "copy"),
+        (6.0, 9.0, "matmul", "dot"),
+    ]
+
+
+def test_with_ends_never_reaches_past_the_next_run_of_a_name():
+    # The first run has no end event of its own: the second run's must not
+    # stretch it over the gap between them.
+    events = [(0.0, 1.0, "element-wise", "f"), (5.0, 6.0, "element-wise", "f")]
+    got = sorted(bench_profile.with_ends(events, {"f": [7.0]}))
+    assert got == [(0.0, 1.0, "element-wise", "f"), (5.0, 7.0, "element-wise", "f")]
+
+
 @pytest.mark.parametrize(
     "opcodes, targets, kind",
     [
