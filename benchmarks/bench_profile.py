@@ -10,8 +10,9 @@ op events of every thread from the trace. Each instant of a step's wall time
 goes to the most expensive kind of work running then:
 
 - matmul: a TensorFlow matmul kernel or an XLA dot;
-- element-wise: fused element-wise code and reductions (an XLA fusion whose
-  name has an arithmetic op, a TensorFlow op that computes);
+- element-wise: fused element-wise code and reductions (an XLA instruction or
+  fusion body with arithmetic in it, read from the HLO the trace carries; a
+  TensorFlow op that computes);
 - data movement: copies, slices, concatenations, transposes, updates of a
   slice in place (an XLA fusion that only moves data);
 - between ops: no op runs (dispatch, waiting for a thread, the host).
@@ -21,8 +22,7 @@ kinds count only what they add beside it. Figures are the mean over
 `--rounds` profiled steps, in ms and as a fraction of the floor's step
 (TensorFlow's matmuls, XLA off). The profiler adds a little to every step.
 
-    python benchmarks/bench_profile.py --plot docs/bench_profile.png
-    python benchmarks/bench_profile.py --names    # which ops went where
+    python benchmarks/bench_profile.py --rounds 10 --names --plot docs/bench_profile.png
 """
 
 import argparse
@@ -266,7 +266,10 @@ def profile(sides, rounds, seed=0):
     totals = {side: collections.Counter() for side in sides}
     names = {side: collections.Counter() for side in sides}
     for side, start, end in steps:
-        window = [i for i in intervals if i[0] < end and i[1] > start]
+        # An op belongs to the step it started in: the end event of the last
+        # dot of one step can come a fraction of a millisecond after the step
+        # returned, inside the next step's window.
+        window = [i for i in intervals if start <= i[0] < end]
         totals[side].update(attribute((start, end), window))
         totals[side]["step"] += end - start
         for low, high, kind, name in window:
