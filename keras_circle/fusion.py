@@ -43,9 +43,10 @@ def sums(x, axis, keepdims=False):
 
     TensorFlow on a CPU: as a product with a vector of ones. XLA's CPU
     backend (TF 2.21) writes the fused input of a reduction out in full
-    before reducing it, but feeds a dot from the fused producer: for the
-    squares of a 100,000 x 512 matrix, 7.8 ms against 19.4 ms for
-    `sum(square(x))`, and 13.1 against 24.5 ms for `sum(a * b)`. Elsewhere,
+    before reducing it, but feeds a dot from the fused producer (in one
+    interleaved timing, the squares of a 100,000 x 512 matrix: 7.8 ms against
+    19.4 ms for `sum(square(x))`; the class-level step: `bench_losses.py
+    --before`). Elsewhere,
     and where a GPU runs the matmuls (TensorFloat-32 would round the sum),
     `ops.sum`.
     """
